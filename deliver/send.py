@@ -1,0 +1,194 @@
+"""Running ``sokures send``: build the engine from the settings, run one or more
+worker processes, and show their progress.
+
+With ``--workers N`` each worker is its own process with its own event loop and
+signing threads, claiming from the same durable queue; the parent only displays
+the counters the workers report. SIGINT/SIGTERM stop the workers cleanly: they
+finish the message in hand and hand the rest back to the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import queue as queue_mod
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from deliver.compose import MessageComposer, SenderIdentity
+from deliver.dkim import DkimSigner
+from deliver.dns import Resolver
+from deliver.engine import DeliveryEngine, EngineOptions, RunResult
+from deliver.errors import ConfigError
+from deliver.recorder import SendStats
+from deliver.retry import RetrySchedule
+from deliver.routing import Router
+from deliver.settings import Settings
+from deliver.shaping import ShapingPolicy
+from deliver.store import Store
+from deliver.store.campaigns import CampaignRecord
+from deliver.tokens import TokenSigner, load_token_key
+from deliver.units import parse_host_port
+
+__all__ = ["SendSummary", "build_engine", "run_send", "sender_identity", "signers_for"]
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class SendSummary:
+    campaign: str
+    seconds: float
+    stats: dict[str, Any]
+    waiting: int = 0
+    next_due: float | None = None
+    stopped: bool = False
+    worker_errors: list[str] = field(default_factory=list)
+
+
+def sender_identity(settings: Settings) -> SenderIdentity:
+    s = settings.sender
+    domain = settings.require_domain()
+    if not s.unsubscribe_url or not s.unsubscribe_url.startswith("https://"):
+        raise ConfigError(f"{settings.config_path}: sender.unsubscribe_url must be an https URL "
+                          "(RFC 8058 one-click unsubscribe)")
+    if not s.unsubscribe_mailto or "@" not in s.unsubscribe_mailto:
+        raise ConfigError(f"{settings.config_path}: sender.unsubscribe_mailto must be an address")
+    return SenderIdentity(domain=domain, bounce_domain=s.bounce_domain or domain,
+                          bounce_prefix=s.bounce_prefix, unsubscribe_url=s.unsubscribe_url,
+                          unsubscribe_mailto=s.unsubscribe_mailto, feedback_sender=s.feedback_id)
+
+
+def signers_for(settings: Settings) -> list[DkimSigner]:
+    domain = settings.require_domain()
+    keys = settings.signing_keys
+    if not keys:
+        raise ConfigError(f"{settings.config_path}: no DKIM key configured: run `sokures init`")
+    return [DkimSigner.from_file(domain, k.selector, k.key_file, k.algorithm) for k in keys]
+
+
+def build_engine(settings: Settings, store: Store, campaign: CampaignRecord, *,
+                 relay: str | None, linger: float | None, stats: SendStats) -> DeliveryEngine:
+    policy = ShapingPolicy.load(settings.shaping_file)
+    tokens = TokenSigner(load_token_key(settings.sender.token_key_file))
+    composer = MessageComposer(campaign, sender_identity(settings), tokens)
+    relay = relay if relay is not None else settings.smtp.relay
+    if relay:
+        try:
+            relay_address = parse_host_port(relay, 25)
+        except ValueError as exc:
+            raise ConfigError(f"--relay {exc}") from None
+        router = Router(None, policy, relay=relay_address)
+    else:
+        resolver = Resolver(settings.dns.nameservers, timeout=settings.dns.timeout,
+                            concurrency=settings.dns.concurrency)
+        router = Router(resolver, policy, port=settings.smtp.port)
+    return DeliveryEngine(store=store, campaign=campaign, composer=composer,
+                          signers=signers_for(settings), policy=policy, router=router,
+                          options=EngineOptions.from_settings(settings, linger),
+                          schedule=RetrySchedule.from_settings(settings.retry), stats=stats)
+
+
+async def _run_engine(settings: Settings, campaign_name: str, relay: str | None,
+                      linger: float | None, report: ProgressFn | None,
+                      stop: asyncio.Event) -> RunResult:
+    store = Store.open(settings.database_url)
+    try:
+        campaign = store.campaigns.get(campaign_name)
+        stats = SendStats()
+        engine = build_engine(settings, store, campaign, relay=relay, linger=linger, stats=stats)
+        task = asyncio.create_task(engine.run(stop))
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.25)
+            if report:
+                report(stats.snapshot())
+        return task.result()
+    finally:
+        store.close()
+
+
+def _install_stop(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def _worker_main(settings: Settings, campaign_name: str, relay: str | None, linger: float | None,
+                 updates: Any, index: int) -> None:
+    """A worker process: runs the engine, sends counter snapshots to the parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns ^C into SIGTERM
+
+    async def main() -> RunResult:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        return await _run_engine(settings, campaign_name, relay, linger,
+                                 lambda snap: updates.put(("stats", index, snap)), stop)
+
+    try:
+        result = asyncio.run(main())
+        updates.put(("done", index, result.stats, result.waiting, result.next_due, result.stopped))
+    except Exception as exc:  # reported by the parent as a one-line error
+        updates.put(("error", index, f"{type(exc).__name__}: {exc}"))
+
+
+def run_send(settings: Settings, campaign_name: str, *, workers: int = 1, relay: str | None = None,
+             linger: float | None = None, progress: ProgressFn | None = None) -> SendSummary:
+    started = time.monotonic()
+    if workers <= 1:
+        return _run_in_process(settings, campaign_name, relay, linger, progress, started)
+    ctx = mp.get_context("spawn")
+    updates = ctx.Queue()
+    procs = [ctx.Process(target=_worker_main, args=(settings, campaign_name, relay, linger, updates, i),
+                         name=f"sokures-worker-{i}") for i in range(workers)]
+    for p in procs:
+        p.start()
+    snaps: dict[int, dict[str, Any]] = {}
+    summary = SendSummary(campaign_name, 0.0, {})
+    finished: set[int] = set()
+    previous = signal.signal(signal.SIGINT, lambda *_: [p.terminate() for p in procs])
+    try:
+        while len(finished) < workers:
+            try:
+                msg = updates.get(timeout=0.25)
+            except queue_mod.Empty:
+                for i, p in enumerate(procs):
+                    if not p.is_alive() and i not in finished:
+                        finished.add(i)
+                        summary.worker_errors.append(f"worker {i} exited with code {p.exitcode}")
+                continue
+            kind, index = msg[0], msg[1]
+            if kind == "stats":
+                snaps[index] = msg[2]
+            elif kind == "done":
+                snaps[index] = msg[2]
+                summary.waiting = msg[3]
+                summary.next_due = min(filter(None, [summary.next_due, msg[4]]), default=None)
+                summary.stopped = summary.stopped or msg[5]
+                finished.add(index)
+            elif kind == "error":
+                summary.worker_errors.append(f"worker {index}: {msg[2]}")
+                finished.add(index)
+            if progress and snaps:
+                progress(SendStats.merge(list(snaps.values())))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        for p in procs:
+            p.join(timeout=30)
+    summary.stats = SendStats.merge(list(snaps.values()))
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _run_in_process(settings: Settings, campaign_name: str, relay: str | None, linger: float | None,
+                    progress: ProgressFn | None, started: float) -> SendSummary:
+    async def main() -> RunResult:
+        stop = asyncio.Event()
+        _install_stop(stop)
+        return await _run_engine(settings, campaign_name, relay, linger, progress, stop)
+
+    result = asyncio.run(main())
+    return SendSummary(campaign_name, time.monotonic() - started, dict(result.stats),
+                       waiting=result.waiting, next_due=result.next_due, stopped=result.stopped)

@@ -1,0 +1,272 @@
+"""The store's tables, as SQLAlchemy 2 typed models.
+
+Times are seconds since the epoch (``float``): the queue compares them on every
+claim, and both SQLite and PostgreSQL index and compare them cheaply. The schema is
+created and upgraded by the Alembic migrations in ``deliver/store/migrations``,
+never by ``create_all``; ``tests/test_store.py`` checks the two agree.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "Base",
+    "Campaign",
+    "Contact",
+    "ContactImport",
+    "ContactList",
+    "DeliveryEvent",
+    "Domain",
+    "ListMember",
+    "Message",
+    "MessageState",
+    "ShapingHit",
+    "ShapingState",
+    "Suppression",
+    "Worker",
+]
+
+# BIGINT ids on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class MessageState(enum.StrEnum):
+    """Where a message stands. ``queued`` and ``deferred`` are waiting to be sent;
+    the rest are final. A message being sent keeps its state and carries a lease."""
+
+    QUEUED = "queued"
+    DEFERRED = "deferred"
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+    EXPIRED = "expired"
+    SUPPRESSED = "suppressed"
+
+    @property
+    def final(self) -> bool:
+        return self not in (MessageState.QUEUED, MessageState.DEFERRED)
+
+
+PENDING_STATES = (MessageState.QUEUED.value, MessageState.DEFERRED.value)
+_PENDING_SQL = "state IN ('queued', 'deferred')"
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    #: the address lowercased: the de-duplication key (mailbox providers ignore case)
+    email_key: Mapped[str] = mapped_column(String(320), unique=True)
+    domain: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str | None] = mapped_column(String(256))
+    #: E.164, e.g. +33612345678
+    phone: Mapped[str | None] = mapped_column(String(20))
+    locale: Mapped[str | None] = mapped_column(String(35))
+    fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+    last_import_id: Mapped[int | None] = mapped_column(Id)
+
+
+class ContactList(Base):
+    __tablename__ = "lists"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class ListMember(Base):
+    __tablename__ = "list_members"
+
+    list_id: Mapped[int] = mapped_column(Id, ForeignKey("lists.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    contact_id: Mapped[int] = mapped_column(Id, ForeignKey("contacts.id", ondelete="CASCADE"),
+                                            primary_key=True, index=True)
+
+
+class ContactImport(Base):
+    __tablename__ = "imports"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    source: Mapped[str] = mapped_column(String(1024))
+    list_id: Mapped[int] = mapped_column(Id, ForeignKey("lists.id"))
+    started_at: Mapped[float] = mapped_column(Double)
+    finished_at: Mapped[float | None] = mapped_column(Double)
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    inserted: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    bad: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    list_id: Mapped[int] = mapped_column(Id, ForeignKey("lists.id"))
+    from_addr: Mapped[str] = mapped_column(String(320))
+    from_name: Mapped[str | None] = mapped_column(String(256))
+    #: Jinja2 source of the subject, the HTML part (None for text-only) and the text part
+    subject: Mapped[str] = mapped_column(Text)
+    html_template: Mapped[str | None] = mapped_column(Text)
+    text_template: Mapped[str] = mapped_column(Text)
+    template_file: Mapped[str] = mapped_column(String(1024))
+    created_at: Mapped[float] = mapped_column(Double)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Message(Base):
+    """One recipient of one campaign: the durable queue entry and its outcome."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "contact_id"),
+        Index("ix_messages_campaign_state", "campaign_id", "state"),
+        # the claim query's index: only the rows still waiting are in it
+        Index("ix_messages_due", "campaign_id", "next_attempt_at",
+              sqlite_where=text(_PENDING_SQL), postgresql_where=text(_PENDING_SQL)),
+        Index("ix_messages_lease_owner", "lease_owner",
+              sqlite_where=text("lease_owner IS NOT NULL"),
+              postgresql_where=text("lease_owner IS NOT NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(Id, ForeignKey("campaigns.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(Id, ForeignKey("contacts.id"))
+    rcpt: Mapped[str] = mapped_column(String(320))
+    domain: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(12))
+    provider: Mapped[str | None] = mapped_column(String(32))
+    attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
+    created_at: Mapped[float] = mapped_column(Double)
+    next_attempt_at: Mapped[float] = mapped_column(Double)
+    #: the worker sending it right now, and until when its claim holds
+    lease_owner: Mapped[int | None] = mapped_column(Id)
+    lease_until: Mapped[float | None] = mapped_column(Double)
+    last_code: Mapped[int | None] = mapped_column(SmallInteger)
+    last_enhanced: Mapped[str | None] = mapped_column(String(16))
+    last_text: Mapped[str | None] = mapped_column(String(1024))
+    reason: Mapped[str | None] = mapped_column(String(24))
+    updated_at: Mapped[float] = mapped_column(Double)
+    done_at: Mapped[float | None] = mapped_column(Double)
+
+
+class DeliveryEvent(Base):
+    """One delivery attempt (or a decision without one: suppressed, expired)."""
+
+    __tablename__ = "delivery_events"
+    __table_args__ = (Index("ix_delivery_events_campaign_at", "campaign_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    message_id: Mapped[int] = mapped_column(Id, ForeignKey("messages.id", ondelete="CASCADE"),
+                                            index=True)
+    campaign_id: Mapped[int] = mapped_column(Id)
+    at: Mapped[float] = mapped_column(Double)
+    rcpt: Mapped[str] = mapped_column(String(320))
+    provider: Mapped[str | None] = mapped_column(String(32))
+    mx_host: Mapped[str | None] = mapped_column(String(255))
+    mx_address: Mapped[str | None] = mapped_column(String(45))
+    code: Mapped[int | None] = mapped_column(SmallInteger)
+    enhanced: Mapped[str | None] = mapped_column(String(16))
+    text: Mapped[str | None] = mapped_column(String(1024))
+    tls: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: the message's state after this attempt, and the classified reason
+    outcome: Mapped[str] = mapped_column(String(12))
+    reason: Mapped[str | None] = mapped_column(String(24))
+    worker_id: Mapped[int | None] = mapped_column(Id)
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+
+
+class Suppression(Base):
+    """An address never to send to again (hard bounce, unsubscribe, complaint, manual)."""
+
+    __tablename__ = "suppressions"
+
+    email_key: Mapped[str] = mapped_column(String(320), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(24))
+    source: Mapped[str] = mapped_column(String(16))
+    message_id: Mapped[int | None] = mapped_column(Id)
+    detail: Mapped[str | None] = mapped_column(String(1024))
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class Domain(Base):
+    """What routing learnt about a recipient domain (cached MX answer, provider)."""
+
+    __tablename__ = "domains"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    provider: Mapped[str | None] = mapped_column(String(32))
+    mx: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    resolved_at: Mapped[float] = mapped_column(Double)
+
+
+class ShapingState(Base):
+    """An automation rule's state for one provider, shared by every worker."""
+
+    __tablename__ = "shaping_state"
+
+    #: the lane: a provider's name, or "default:<destination>" for the default policy
+    provider: Mapped[str] = mapped_column(String(255), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: the rule's action holds until then (None: never triggered)
+    active_until: Mapped[float | None] = mapped_column(Double)
+    last_text: Mapped[str | None] = mapped_column(String(1024))
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
+class ShapingHit(Base):
+    """A reply that matched an automation rule; "N per hour" triggers count these."""
+
+    __tablename__ = "shaping_hits"
+    __table_args__ = (Index("ix_shaping_hits_rule_at", "provider", "rule", "at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(255))
+    rule: Mapped[str] = mapped_column(String(64))
+    at: Mapped[float] = mapped_column(Double)
+
+
+class Worker(Base):
+    __tablename__ = "workers"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    campaign_id: Mapped[int | None] = mapped_column(Id)
+    started_at: Mapped[float] = mapped_column(Double)
+    heartbeat_at: Mapped[float] = mapped_column(Double)
+    stopped_at: Mapped[float | None] = mapped_column(Double)

@@ -1,0 +1,1 @@
+"""probes (built in later issues)."""

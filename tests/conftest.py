@@ -1,0 +1,8 @@
+"""Fixtures shared by the test suite: real servers on loopback (see tests/servers/)."""
+
+pytest_plugins = (
+    "tests.servers.dns",
+    "tests.servers.opendkim",
+    "tests.servers.postgres",
+    "tests.servers.smtp_sink",
+)
