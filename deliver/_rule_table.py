@@ -45,8 +45,9 @@ class RuleTable(Generic[R]):
         #: a word's first letters → (literal prefix, rule number, the alternatives it
         #: starts) for every prefix starting with those letters or a shorter key
         self._index: Final = {
-            key: tuple(sorted((e for e in entries if key.startswith(_key(e[0]))),
-                              key=lambda e: e[1]))
+            key: tuple(
+                sorted((e for e in entries if key.startswith(_key(e[0]))), key=lambda e: e[1])
+            )
             for key in keys
         }
         #: the longest key at each word start, as a trie (a flat alternation is slow)
@@ -137,8 +138,9 @@ def _literal_prefixes(alternative: str) -> list[str]:
             raise ValueError(f"rule alternative starts with an optional group: {alternative!r}")
         options = _split_top_level(rest[1 : end - 1].removeprefix("?:"), "|")
         after = _literal_run(rest[end:])
-        return [p + after if _literal_run(o) == o else p
-                for o in options for p in _literal_prefixes(o)]
+        return [
+            p + after if _literal_run(o) == o else p for o in options for p in _literal_prefixes(o)
+        ]
     prefix = _literal_run(rest)
     if len(prefix) < 2 or not prefix[:2].isalnum():
         raise ValueError(f"rule alternative must start with a literal word: {alternative!r}")

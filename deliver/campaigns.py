@@ -29,14 +29,29 @@ class CreatedCampaign:
 
     def as_dict(self) -> dict[str, Any]:
         c = self.campaign
-        return {"campaign": c.name, "id": c.id, "list": c.list_name, "total": c.total,
-                "queued": c.total - self.suppressed, "suppressed": self.suppressed,
-                "html": c.html_template is not None, "seconds": round(self.seconds, 3),
-                "warnings": self.warnings}
+        return {
+            "campaign": c.name,
+            "id": c.id,
+            "list": c.list_name,
+            "total": c.total,
+            "queued": c.total - self.suppressed,
+            "suppressed": self.suppressed,
+            "html": c.html_template is not None,
+            "seconds": round(self.seconds, 3),
+            "warnings": self.warnings,
+        }
 
 
-def create_campaign(settings: Settings, store: Store, *, name: str, template: Path, sender: str,
-                    subject: str, list_name: str = "default") -> CreatedCampaign:
+def create_campaign(
+    settings: Settings,
+    store: Store,
+    *,
+    name: str,
+    template: Path,
+    sender: str,
+    subject: str,
+    list_name: str = "default",
+) -> CreatedCampaign:
     """Check the inputs, then create the campaign and enqueue one message per contact."""
     started = time.monotonic()
     domain = settings.require_domain()
@@ -53,15 +68,28 @@ def create_campaign(settings: Settings, store: Store, *, name: str, template: Pa
     list_id = store.contacts.list_id(list_name)
     warnings = []
     from_domain = from_addr.rpartition("@")[2].lower()
-    if from_domain != domain and not from_domain.endswith("." + domain) \
-            and not domain.endswith("." + from_domain):
-        warnings.append(f"the From domain {from_domain} does not align with the DKIM domain "
-                        f"{domain}: DMARC will fail")
+    if (
+        from_domain != domain
+        and not from_domain.endswith("." + domain)
+        and not domain.endswith("." + from_domain)
+    ):
+        warnings.append(
+            f"the From domain {from_domain} does not align with the DKIM domain "
+            f"{domain}: DMARC will fail"
+        )
     policy = ShapingPolicy.load(settings.shaping_file)
     record, suppressed = store.campaigns.create(
-        name=name, list_id=list_id, from_addr=from_addr, from_name=from_name, subject=subject,
-        html_template=html, text_template=text, template_file=str(template),
-        provider_of_domain=policy.domain_map(), now=time.time())
+        name=name,
+        list_id=list_id,
+        from_addr=from_addr,
+        from_name=from_name,
+        subject=subject,
+        html_template=html,
+        text_template=text,
+        template_file=str(template),
+        provider_of_domain=policy.domain_map(),
+        now=time.time(),
+    )
     return CreatedCampaign(record, suppressed, time.monotonic() - started, warnings)
 
 
@@ -75,5 +103,9 @@ def campaign_status(store: Store, name: str) -> dict[str, Any]:
         states[state] = states.get(state, 0) + n
         per = providers.setdefault(provider or "unrouted", dict.fromkeys(STATES, 0))
         per[state] = per.get(state, 0) + n
-    return {"campaign": campaign.name, "total": sum(states.values()), "states": states,
-            "providers": dict(sorted(providers.items()))}
+    return {
+        "campaign": campaign.name,
+        "total": sum(states.values()),
+        "states": states,
+        "providers": dict(sorted(providers.items())),
+    }

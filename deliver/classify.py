@@ -204,8 +204,11 @@ _STATUS_RULES.update(
 
 #: an unregistered detail (Exchange's 5.7.606, 4.4.316...) falls back to its subject
 _SUBJECT_FALLBACK: Final[dict[str, Reason]] = {
-    "3": _R.SYSTEMERROR, "4": _R.NETWORKERROR, "5": _R.SYNTAXERROR,
-    "6": _R.CONTENTERROR, "7": _R.SECURITYERROR,
+    "3": _R.SYSTEMERROR,
+    "4": _R.NETWORKERROR,
+    "5": _R.SYNTAXERROR,
+    "6": _R.CONTENTERROR,
+    "7": _R.SECURITYERROR,
 }
 
 # --- reply text, by meaning (lower-cased, whitespace collapsed) --------------------
@@ -216,41 +219,50 @@ _SUBJECT_FALLBACK: Final[dict[str, Reason]] = {
 
 _STRONG_RULES: Final[tuple[tuple[Reason, str], ...]] = (
     # the envelope sender, not the recipient: before null MX, unknown host/user
-    (_R.REJECTED,
-     r"sender address (has null mx|rejected|denied|refused|is (invalid|not allowed))"
-     r"|domain of sender address|sender (domain|verify) (must exist|not found|does not"
-     r" exist|is empty|failed)|sender (is |was )?(rejected|denied|refused|not allowed)"
-     r"|(invalid|bogus|unverified|unroutable|unresolvable) sender|empty envelope sender"
-     r"|null (sender|reverse-path)|unresolvable rfc\.?5321|administrative prohibition"
-     r"|not (allowed|authorized|permitted) to send (as|from|on behalf)"
-     r"|you are not allowed to post"),
-    (_R.SUPPRESSED,
-     r"suppress(ed\b|ion)|previously (bounced|unsubscribed)"),
-    (_R.NOTACCEPT,  # RFC 7505 null MX, RFC 7504 "does not accept mail"
-     r"\bnull ?mx\b|(host|domain|host/domain|site) does not accept (e-?)?mail(?! over)"
-     r"|mail receiving disabled|no mx record|accepts no mail"),
-    (_R.HASMOVED,
-     r"no longer on (this )?server|has been replaced by|(mailbox|address|user|account)"
-     r" has moved|user not local; please try|owner has changed"),
+    (
+        _R.REJECTED,
+        r"sender address (has null mx|rejected|denied|refused|is (invalid|not allowed))"
+        r"|domain of sender address|sender (domain|verify) (must exist|not found|does not"
+        r" exist|is empty|failed)|sender (is |was )?(rejected|denied|refused|not allowed)"
+        r"|(invalid|bogus|unverified|unroutable|unresolvable) sender|empty envelope sender"
+        r"|null (sender|reverse-path)|unresolvable rfc\.?5321|administrative prohibition"
+        r"|not (allowed|authorized|permitted) to send (as|from|on behalf)"
+        r"|you are not allowed to post",
+    ),
+    (_R.SUPPRESSED, r"suppress(ed\b|ion)|previously (bounced|unsubscribed)"),
+    (
+        _R.NOTACCEPT,  # RFC 7505 null MX, RFC 7504 "does not accept mail"
+        r"\bnull ?mx\b|(host|domain|host/domain|site) does not accept (e-?)?mail(?! over)"
+        r"|mail receiving disabled|no mx record|accepts no mail",
+    ),
+    (
+        _R.HASMOVED,
+        r"no longer on (this )?server|has been replaced by|(mailbox|address|user|account)"
+        r" has moved|user not local; please try|owner has changed",
+    ),
     # The provider wants us slower, and says so without blaming reputation. Gmail's
     # 4.7.28 "unusual rate of unsolicited mail" is here (Sisimai's Google module says
     # "blocked", its status table "spamdetected"): the lab and shaping treat it as the
     # rate signal it is, and it is temporary. Outlook's old RP-001 text ("limits for
     # how many messages can be sent per hour and per day") too.
-    (_R.SPEEDING,
-     r"unusual rate of (unsolicited )?mail|receiving mail (too quickly|too fast|at a rate)"
-     r"|due to excessive (volume|rate)|try again slower|(daily|hourly)[^.;]{0,30}"
-     r"(quota|limit)|sending (quota|limit)s? (exceeded|reached)|submission quota"
-     r"|(messages?|emails?|mails?)( can be sent)? per (second|minute|hour|day)"),
-    (_R.BLOCKED,  # the connecting IP/host is on a list or banned
-     r"blocked using|\b(black|block|deny|ban|bad)[ -]?list(ed|ing)?\b"
-     r"|(?<!not )\blisted (in|on|at|by)\b|\b(dnsbl|rbl|uribl|surbl)\b|spamhaus|spamcop"
-     r"|barracuda|\bsorbs\b|abuseat|part of their network|banned (sending ip|sender)"
-     r"|not currently accepting mail from your ip|\b(ip|ips|host|network|server)\b[^.;]"
-     r"{0,60}\b(is|are|has been|have been|was) (blocked|banned|listed)\b|connections?"
-     r" (will not be|not) accepted from|will be permanently deferred|refused to talk to me"
-     r"|not accepting connections|sender ip address rejected|dynamic(ally[- ]assigned)? ip"
-     r"|helo command rejected|(bad|invalid) helo|too many spams from your ip"),
+    (
+        _R.SPEEDING,
+        r"unusual rate of (unsolicited )?mail|receiving mail (too quickly|too fast|at a rate)"
+        r"|due to excessive (volume|rate)|try again slower|(daily|hourly)[^.;]{0,30}"
+        r"(quota|limit)|sending (quota|limit)s? (exceeded|reached)|submission quota"
+        r"|(messages?|emails?|mails?)( can be sent)? per (second|minute|hour|day)",
+    ),
+    (
+        _R.BLOCKED,  # the connecting IP/host is on a list or banned
+        r"blocked using|\b(black|block|deny|ban|bad)[ -]?list(ed|ing)?\b"
+        r"|(?<!not )\blisted (in|on|at|by)\b|\b(dnsbl|rbl|uribl|surbl)\b|spamhaus|spamcop"
+        r"|barracuda|\bsorbs\b|abuseat|part of their network|banned (sending ip|sender)"
+        r"|not currently accepting mail from your ip|\b(ip|ips|host|network|server)\b[^.;]"
+        r"{0,60}\b(is|are|has been|have been|was) (blocked|banned|listed)\b|connections?"
+        r" (will not be|not) accepted from|will be permanently deferred|refused to talk to me"
+        r"|not accepting connections|sender ip address rejected|dynamic(ally[- ]assigned)? ip"
+        r"|helo command rejected|(bad|invalid) helo|too many spams from your ip",
+    ),
     # Deferrals that name reputation or complaints as the cause. Yahoo's TSS04
     # ("temporarily deferred due to unexpected volume or user complaints"): Sisimai 5's
     # BadReputation list and its reason tests say badreputation, its YahooInc module
@@ -260,150 +272,206 @@ _STRONG_RULES: Final[tuple[tuple[Reason, str], ...]] = (
     # badreputation. Likewise Outlook 4.7.650/4.7.651 "rate limited due to IP
     # reputation" and RP-001/RP-003 when they add "related to IP/domain reputation"
     # (RP-003 without that clause is a plain connection limit: toomanyconn).
-    (_R.BADREPUTATION,
-     r"reputation|unexpected volume or user complaints|deferred due to user complaints"),
-    (_R.REQUIREPTR,
-     r"\bptr\b|reverse (dns|lookup|hostname|name|resolution)|\brdns\b|fcrdns"
-     r"|cannot find your (reverse )?hostname|name lookup failed|forward dns entry"
-     r"|cannot resolve your (address|hostname)|unresolvable relay host"),
-    (_R.AUTHFAILURE,
-     r"\b(spf|dkim|dmarc|arc)\b|sender policy framework|domainkeys|unauthenticated"
-     r" (e-?mail|mail|message)|sender is unauthenticated|authentication (checks?|"
-     r"requirements?|level|results)|authenticate (with|their e-?mail)|aligned with either"),
-    (_R.SYSTEMFULL,
-     r"insufficient system (storage|resources)|system (storage|resources?) (is )?(full|"
-     r"exhausted|unavailable)|mail system (is )?full|(disk|spool|queue) (is )?full"
-     r"|no space left on device"),
-    (_R.MAILBOXFULL,
-     r"mailbox (is )?(full|over ?quota|size limit|exceeds)|(mailbox|inbox|mailfolder|"
-     r"maildir|folder|account|user) (is )?(full|over (its |the )?quota)|full mailbox"
-     r"|over ?quota|quota (exceeded|exceeds|violation|full)|exceed(ed|s)? (its |his |her |"
-     r"their |the )?(storage|disk|mailbox|quota)|(insufficient|not enough|out of)"
-     r" (disk |storage )?(space|storage)|user's space has been used up|too much mail data"),
-    (_R.SUSPEND,
-     r"(account|mailbox|user|address|recipient)( that you tried to reach)?( has been| is"
-     r"| was)? (currently |temporarily |permanently )?(disabled|suspended|deactivated|"
-     r"inactive|frozen|locked|archived|terminated|discontinued|closed|not active)\b"
-     r"|(inactive|disabled|suspended|deactivated|archived) (account|user|mailbox|recipient)"
-     r"|is no longer (valid|active|in use)|no longer accept(s|ing) (e-?)?mail"
-     r"|not accepting messages"),
-    (_R.NETWORKERROR,  # a temporary DNS failure is not an unknown host
-     r"host not found, try again|temporary (dns|lookup|name resolution) failure|(dns|name"
-     r" ?server)( lookup| query)? (timeout|timed out|failure|failed|error|servfail)"
-     r"|servfail|malformed (or unexpected )?name server reply"),
-    (_R.HOSTUNKNOWN,
-     r"host or domain name not found|\b(domain|host|hostname)( name)? (not found|does not"
-     r" exist|doesn't exist|unknown|not known|is unknown|could not be found|is not"
-     r" reachable)|(domain|host) \S{1,80} (does not exist|doesn't exist|not found)"
-     r"|unknown (host|domain)|no such (domain|host)|name or service not known"
-     r"|nodename nor servname|nxdomain|unrout(e)?able (address|domain)|domain must exist"),
-    (_R.NORELAYING,
-     r"relay(ing)? (access )?(denied|not permitted|prohibited|not allowed|refused)|unable"
-     r" to relay|not (allowed|permitted) to relay|\bno relaying\b|open relay|as a relay"
-     r"|we do not relay|in my list of allowed rcpthosts|insecure mail relay|invalid"
-     r" credentials for relay|we don't handle mail for|not authorized to send e?mail directly"),
-    (_R.USERUNKNOWN,
-     r"\b(user|recipient|mailbox|address|account|addressee|local[- ]?part)( name)? (is )?"
-     r"(unknown|not found|not known|invalid|not valid|unavailable|does not exist|doesn't"
-     r" exist|not exist|not listed)\b|\b(user|recipient|mailbox|account|address) \S{1,80}"
-     r" (does not exist|doesn't exist|not found|is unknown)|unknown (user|recipient|"
-     r"mailbox|address|alias|local[- ]?part|e-?mail address)|unknown or illegal alias"
-     r"|no such (user|recipient|mailbox|address|person|account|local user)|not a (valid|"
-     r"known) (mailbox|recipient|user|address|e-?mail address)|invalid (recipient|mailbox|"
-     r"address|user|e-?mail address)|(bad|illegal) (recipient|destination)|no (mailbox|"
-     r"account) (here )?(by that name|found|available)|recipient address rejected: "
-     r"(user unknown|unknown user|undeliverable|invalid|access denied|no such)|mailbox"
-     r" unavailable|mailbox name not allowed|no one at this address|doesn'?t have an? \S{1,60}"
-     r" account"
-     r"|recip(ient)?notfound|badrcptto|validrcptto|not present in directory|does not exist"),
-    (_R.VIRUSDETECTED,
-     r"\bvirus|malware|infected|trojan|malicious (content|attachment|url|link|software)"
-     r"|(executable|dangerous|potentially harmful) (attachment|content|file)"),
-    (_R.SPAMDETECTED,
-     r"\bspam\b|spam[- ]?(like|score|filter|content|check|probability|points)|spamassassin"
-     r"|unsolicited|junk (mail|e-?mail)|classified as bulk|content filter|(message|mail)"
-     r" content (rejected|refused|denied)|(message|mail|email) (was )?(rejected|refused|"
-     r"filtered|blocked) (as|by) (spam|content)|nature of the content|phish|suspicious"
-     r" (content|links?)|unacceptable content"),
-    (_R.EXCEEDLIMIT,  # header / attachment limits (Gmail), not the message size
-     r"header (size|value|name)[^.;]{0,40}(exceed|too (long|large|big))|header size"
-     r" exceeds|too many (attachments|headers)|number of attachments"),
-    (_R.MESGTOOBIG,
-     r"(message|mail|email|data)( file)? (size |length )?(exceeds|exceeded|too (big|large)|"
-     r"is too (big|large))|size (limit|exceeds|exceeded)|too (big|large) for|exceed(s|ed)?"
-     r" [^.;]{0,40}size limit|maximum (inbound |incoming )?(message )?size|databytes"
-     r"|message size|size of (your|the) message"),
-    (_R.TOOMANYCONN,
-     r"too many (concurrent |simultaneous |smtp |open )?(connections|sessions)|connection"
-     r" (rate )?limit|max(imum)? (number of )?(connections|concurrent)|exceeded the (maximum"
-     r" number of |max )?connections?|max(imum)? (number of )?messages? per (connection|"
-     r"session)|too many (recipients|rcpt)|concurrency limit"),
-    (_R.FAILEDSTARTTLS,  # RFC 3207; also MTA-STS (RFC 8461), DANE, REQUIRETLS (RFC 8689)
-     r"starttls|\btls\b|\bssl\b|encryption (is )?(required|needed)|certificate|handshake"
-     r"|mta-sts|\bdane\b|\btlsa\b|requiretls"),
-    (_R.POLICYVIOLATION,  # greylisting is the receiver's local policy, retried later
-     r"\bpolic(y|ies)\b|prohibited|illegal attachment|attachment[^.;]{0,30}not (allowed|"
-     r"permitted|accepted)|organi[sz]ation(al)? (settings|policy)|members-only|closed"
-     r" mailing list|non-member|gr[ae]ylist|potential security issue|low priority"
-     r"|content restriction"),
-    (_R.NOTCOMPLIANTRFC,
-     r"\brfc ?(5322|2822|822|5321|2821|821)\b|not (rfc|standards?)[ -]?compliant"
-     r"|headers? (are |is )?not (rfc )?compliant|duplicate (header|from|to|subject|"
-     r"message-id|date)|multiple (addresses in )?(from|sender)|missing (a )?(valid )?(address"
-     r" in )?(from|message-id|date|sender)|message is malformed|malformed (message|header|mime)"
-     r"|encoded-word syntax|unicode character in a disallowed header|non-?compliant"),
-    (_R.CONTENTERROR,
-     r"(invalid|bad|improper|unsupported|illegal) (mime|content[- ]type|characters?|8-?bit|"
-     r"encoding|charset|binary)|mime (error|complexity|structure)|(8bit|bit) (data|characters)"
-     r"|(content|media) (error|not supported)|conversion (failed|required|not supported|"
-     r"prohibited)|line (too long|length exceeded)|bare (lf|linefeed|line feed|cr)"),
-    (_R.SECURITYERROR,  # SMTP AUTH (RFC 4954), not message authentication
-     r"authentication (required|failed|failure|credentials|unsuccessful|mechanism)|(must|"
-     r"need to|please) (authenticate|log ?in)|(client|sender|you) (was |were |are )?not"
-     r" authenticated|unauthenticated (senders|relay|users?)|invalid credentials|password"
-     r"|too many (login|authentication) attempts|security (issue|violation|error)"),
-    (_R.FILTERED,  # the recipient's own rules refuse us
-     r"(user|recipient) (rules|preferences|filters?)\b|refuse[sd]? to (accept|receive)"
-     r"|(rejected|blocked) by (the )?recipient|recipient (is only accepting|has (blocked|"
-     r"restricted))|not accepting (any )?(e-?)?mail from (you|this sender)|user reject"
-     r"|message filtered|you have been blocked by"),
-    (_R.EXPIRED,
-     r"\bexpired\b|queue lifetime|(too long|timed out) in (the )?queue|in the queue too long"
-     r"|delivery time (expired|exceeded)|giving up|retry (timeout|time) (exceeded|not"
-     r" reached)|could not be delivered for [^.;]{0,20}(days|hours)|max(imum)? (queue|"
-     r"delivery) time"),
-    (_R.NETWORKERROR,
-     r"connection (refused|timed? ?out|reset|closed|dropped|lost|failed|error)"
-     r"|connect(ion)? (call )?failed|timed? ?out|timeout|no route to host|(host|network)"
-     r" (is )?unreachable|broken pipe|lost connection|disconnected|(mail|routing|forwarding)"
-     r" loop|loops? back to myself|too many hops|hop count exceeded|\bdns\b|could not"
-     r" connect"),
-    (_R.SPEEDING,
-     r"rate[- ]?limit|throttl|too (fast|quickly)|too many (messages|mails|e-?mails)(?! on)"
-     r"|slow(er)? down|(message|sending|send|mail) rate|exceeded [^.;]{0,30}(sending|message|"
-     r"recipient) (limit|quota)"),
-    (_R.SYNTAXERROR,
-     r"syntax error|unrecognized command|command (not )?(recognized|unrecognized|"
-     r"implemented)|not implemented|bad sequence of commands|out of sequence|unknown"
-     r" command|(command|line) too long|invalid command|protocol (violation|error)"
-     r"|send hello first|(ehlo|helo|mail|rcpt) first"),
-    (_R.MAILERERROR,
-     r"mailer error|(program|command|pipe|procmail|maildrop)[^.;]{0,40}(died|failed|exited|"
-     r"returned)|exit (code|status) \d+"),
+    (
+        _R.BADREPUTATION,
+        r"reputation|unexpected volume or user complaints|deferred due to user complaints",
+    ),
+    (
+        _R.REQUIREPTR,
+        r"\bptr\b|reverse (dns|lookup|hostname|name|resolution)|\brdns\b|fcrdns"
+        r"|cannot find your (reverse )?hostname|name lookup failed|forward dns entry"
+        r"|cannot resolve your (address|hostname)|unresolvable relay host",
+    ),
+    (
+        _R.AUTHFAILURE,
+        r"\b(spf|dkim|dmarc|arc)\b|sender policy framework|domainkeys|unauthenticated"
+        r" (e-?mail|mail|message)|sender is unauthenticated|authentication (checks?|"
+        r"requirements?|level|results)|authenticate (with|their e-?mail)|aligned with either",
+    ),
+    (
+        _R.SYSTEMFULL,
+        r"insufficient system (storage|resources)|system (storage|resources?) (is )?(full|"
+        r"exhausted|unavailable)|mail system (is )?full|(disk|spool|queue) (is )?full"
+        r"|no space left on device",
+    ),
+    (
+        _R.MAILBOXFULL,
+        r"mailbox (is )?(full|over ?quota|size limit|exceeds)|(mailbox|inbox|mailfolder|"
+        r"maildir|folder|account|user) (is )?(full|over (its |the )?quota)|full mailbox"
+        r"|over ?quota|quota (exceeded|exceeds|violation|full)|exceed(ed|s)? (its |his |her |"
+        r"their |the )?(storage|disk|mailbox|quota)|(insufficient|not enough|out of)"
+        r" (disk |storage )?(space|storage)|user's space has been used up|too much mail data",
+    ),
+    (
+        _R.SUSPEND,
+        r"(account|mailbox|user|address|recipient)( that you tried to reach)?( has been| is"
+        r"| was)? (currently |temporarily |permanently )?(disabled|suspended|deactivated|"
+        r"inactive|frozen|locked|archived|terminated|discontinued|closed|not active)\b"
+        r"|(inactive|disabled|suspended|deactivated|archived) (account|user|mailbox|recipient)"
+        r"|is no longer (valid|active|in use)|no longer accept(s|ing) (e-?)?mail"
+        r"|not accepting messages",
+    ),
+    (
+        _R.NETWORKERROR,  # a temporary DNS failure is not an unknown host
+        r"host not found, try again|temporary (dns|lookup|name resolution) failure|(dns|name"
+        r" ?server)( lookup| query)? (timeout|timed out|failure|failed|error|servfail)"
+        r"|servfail|malformed (or unexpected )?name server reply",
+    ),
+    (
+        _R.HOSTUNKNOWN,
+        r"host or domain name not found|\b(domain|host|hostname)( name)? (not found|does not"
+        r" exist|doesn't exist|unknown|not known|is unknown|could not be found|is not"
+        r" reachable)|(domain|host) \S{1,80} (does not exist|doesn't exist|not found)"
+        r"|unknown (host|domain)|no such (domain|host)|name or service not known"
+        r"|nodename nor servname|nxdomain|unrout(e)?able (address|domain)|domain must exist",
+    ),
+    (
+        _R.NORELAYING,
+        r"relay(ing)? (access )?(denied|not permitted|prohibited|not allowed|refused)|unable"
+        r" to relay|not (allowed|permitted) to relay|\bno relaying\b|open relay|as a relay"
+        r"|we do not relay|in my list of allowed rcpthosts|insecure mail relay|invalid"
+        r" credentials for relay|we don't handle mail for|not authorized to send e?mail directly",
+    ),
+    (
+        _R.USERUNKNOWN,
+        r"\b(user|recipient|mailbox|address|account|addressee|local[- ]?part)( name)? (is )?"
+        r"(unknown|not found|not known|invalid|not valid|unavailable|does not exist|doesn't"
+        r" exist|not exist|not listed)\b|\b(user|recipient|mailbox|account|address) \S{1,80}"
+        r" (does not exist|doesn't exist|not found|is unknown)|unknown (user|recipient|"
+        r"mailbox|address|alias|local[- ]?part|e-?mail address)|unknown or illegal alias"
+        r"|no such (user|recipient|mailbox|address|person|account|local user)|not a (valid|"
+        r"known) (mailbox|recipient|user|address|e-?mail address)|invalid (recipient|mailbox|"
+        r"address|user|e-?mail address)|(bad|illegal) (recipient|destination)|no (mailbox|"
+        r"account) (here )?(by that name|found|available)|recipient address rejected: "
+        r"(user unknown|unknown user|undeliverable|invalid|access denied|no such)|mailbox"
+        r" unavailable|mailbox name not allowed|no one at this address|doesn'?t have an? \S{1,60}"
+        r" account"
+        r"|recip(ient)?notfound|badrcptto|validrcptto|not present in directory|does not exist",
+    ),
+    (
+        _R.VIRUSDETECTED,
+        r"\bvirus|malware|infected|trojan|malicious (content|attachment|url|link|software)"
+        r"|(executable|dangerous|potentially harmful) (attachment|content|file)",
+    ),
+    (
+        _R.SPAMDETECTED,
+        r"\bspam\b|spam[- ]?(like|score|filter|content|check|probability|points)|spamassassin"
+        r"|unsolicited|junk (mail|e-?mail)|classified as bulk|content filter|(message|mail)"
+        r" content (rejected|refused|denied)|(message|mail|email) (was )?(rejected|refused|"
+        r"filtered|blocked) (as|by) (spam|content)|nature of the content|phish|suspicious"
+        r" (content|links?)|unacceptable content",
+    ),
+    (
+        _R.EXCEEDLIMIT,  # header / attachment limits (Gmail), not the message size
+        r"header (size|value|name)[^.;]{0,40}(exceed|too (long|large|big))|header size"
+        r" exceeds|too many (attachments|headers)|number of attachments",
+    ),
+    (
+        _R.MESGTOOBIG,
+        r"(message|mail|email|data)( file)? (size |length )?(exceeds|exceeded|too (big|large)|"
+        r"is too (big|large))|size (limit|exceeds|exceeded)|too (big|large) for|exceed(s|ed)?"
+        r" [^.;]{0,40}size limit|maximum (inbound |incoming )?(message )?size|databytes"
+        r"|message size|size of (your|the) message",
+    ),
+    (
+        _R.TOOMANYCONN,
+        r"too many (concurrent |simultaneous |smtp |open )?(connections|sessions)|connection"
+        r" (rate )?limit|max(imum)? (number of )?(connections|concurrent)|exceeded the (maximum"
+        r" number of |max )?connections?|max(imum)? (number of )?messages? per (connection|"
+        r"session)|too many (recipients|rcpt)|concurrency limit",
+    ),
+    (
+        _R.FAILEDSTARTTLS,  # RFC 3207; also MTA-STS (RFC 8461), DANE, REQUIRETLS (RFC 8689)
+        r"starttls|\btls\b|\bssl\b|encryption (is )?(required|needed)|certificate|handshake"
+        r"|mta-sts|\bdane\b|\btlsa\b|requiretls",
+    ),
+    (
+        _R.POLICYVIOLATION,  # greylisting is the receiver's local policy, retried later
+        r"\bpolic(y|ies)\b|prohibited|illegal attachment|attachment[^.;]{0,30}not (allowed|"
+        r"permitted|accepted)|organi[sz]ation(al)? (settings|policy)|members-only|closed"
+        r" mailing list|non-member|gr[ae]ylist|potential security issue|low priority"
+        r"|content restriction",
+    ),
+    (
+        _R.NOTCOMPLIANTRFC,
+        r"\brfc ?(5322|2822|822|5321|2821|821)\b|not (rfc|standards?)[ -]?compliant"
+        r"|headers? (are |is )?not (rfc )?compliant|duplicate (header|from|to|subject|"
+        r"message-id|date)|multiple (addresses in )?(from|sender)|missing (a )?(valid )?(address"
+        r" in )?(from|message-id|date|sender)|message is malformed|malformed (message|header|mime)"
+        r"|encoded-word syntax|unicode character in a disallowed header|non-?compliant",
+    ),
+    (
+        _R.CONTENTERROR,
+        r"(invalid|bad|improper|unsupported|illegal) (mime|content[- ]type|characters?|8-?bit|"
+        r"encoding|charset|binary)|mime (error|complexity|structure)|(8bit|bit) (data|characters)"
+        r"|(content|media) (error|not supported)|conversion (failed|required|not supported|"
+        r"prohibited)|line (too long|length exceeded)|bare (lf|linefeed|line feed|cr)",
+    ),
+    (
+        _R.SECURITYERROR,  # SMTP AUTH (RFC 4954), not message authentication
+        r"authentication (required|failed|failure|credentials|unsuccessful|mechanism)|(must|"
+        r"need to|please) (authenticate|log ?in)|(client|sender|you) (was |were |are )?not"
+        r" authenticated|unauthenticated (senders|relay|users?)|invalid credentials|password"
+        r"|too many (login|authentication) attempts|security (issue|violation|error)",
+    ),
+    (
+        _R.FILTERED,  # the recipient's own rules refuse us
+        r"(user|recipient) (rules|preferences|filters?)\b|refuse[sd]? to (accept|receive)"
+        r"|(rejected|blocked) by (the )?recipient|recipient (is only accepting|has (blocked|"
+        r"restricted))|not accepting (any )?(e-?)?mail from (you|this sender)|user reject"
+        r"|message filtered|you have been blocked by",
+    ),
+    (
+        _R.EXPIRED,
+        r"\bexpired\b|queue lifetime|(too long|timed out) in (the )?queue|in the queue too long"
+        r"|delivery time (expired|exceeded)|giving up|retry (timeout|time) (exceeded|not"
+        r" reached)|could not be delivered for [^.;]{0,20}(days|hours)|max(imum)? (queue|"
+        r"delivery) time",
+    ),
+    (
+        _R.NETWORKERROR,
+        r"connection (refused|timed? ?out|reset|closed|dropped|lost|failed|error)"
+        r"|connect(ion)? (call )?failed|timed? ?out|timeout|no route to host|(host|network)"
+        r" (is )?unreachable|broken pipe|lost connection|disconnected|(mail|routing|forwarding)"
+        r" loop|loops? back to myself|too many hops|hop count exceeded|\bdns\b|could not"
+        r" connect",
+    ),
+    (
+        _R.SPEEDING,
+        r"rate[- ]?limit|throttl|too (fast|quickly)|too many (messages|mails|e-?mails)(?! on)"
+        r"|slow(er)? down|(message|sending|send|mail) rate|exceeded [^.;]{0,30}(sending|message|"
+        r"recipient) (limit|quota)",
+    ),
+    (
+        _R.SYNTAXERROR,
+        r"syntax error|unrecognized command|command (not )?(recognized|unrecognized|"
+        r"implemented)|not implemented|bad sequence of commands|out of sequence|unknown"
+        r" command|(command|line) too long|invalid command|protocol (violation|error)"
+        r"|send hello first|(ehlo|helo|mail|rcpt) first",
+    ),
+    (
+        _R.MAILERERROR,
+        r"mailer error|(program|command|pipe|procmail|maildrop)[^.;]{0,40}(died|failed|exited|"
+        r"returned)|exit (code|status) \d+",
+    ),
 )
 
 _WEAK_RULES: Final[tuple[tuple[Reason, str], ...]] = (
-    (_R.BLOCKED,
-     r"\bblock(ed|ing)?\b|\bbanned\b|go away|not allowed to connect|\b(ip|host|server|"
-     r"client)\b[^.;]{0,40}\b(rejected|refused|denied)"),
+    (
+        _R.BLOCKED,
+        r"\bblock(ed|ing)?\b|\bbanned\b|go away|not allowed to connect|\b(ip|host|server|"
+        r"client)\b[^.;]{0,40}\b(rejected|refused|denied)",
+    ),
     (_R.REJECTED, r"delivery not authorized|message refused|not authorized|access denied"),
-    (_R.SYSTEMERROR,
-     r"local error|internal (server )?error|temporar(y|ily) (local |system |server )?"
-     r"(problem|error|failure|unavailable)|system (error|problem|failure)|server (is )?busy"
-     r"|too busy|service (is )?(currently |temporarily )?(unavailable|not available|not"
-     r" active)|try (again )?later|configuration error|misconfigured|resources temporarily"
-     r" unavailable|queue file write error|transaction failed|(server|processing|"
-     r"unexpected) error|shutting down|maintenance|please try again"),
+    (
+        _R.SYSTEMERROR,
+        r"local error|internal (server )?error|temporar(y|ily) (local |system |server )?"
+        r"(problem|error|failure|unavailable)|system (error|problem|failure)|server (is )?busy"
+        r"|too busy|service (is )?(currently |temporarily )?(unavailable|not available|not"
+        r" active)|try (again )?later|configuration error|misconfigured|resources temporarily"
+        r" unavailable|queue file write error|transaction failed|(server|processing|"
+        r"unexpected) error|shutting down|maintenance|please try again",
+    ),
 )
 
 
@@ -413,26 +481,57 @@ _WEAK_TEXT_RULES: Final = RuleTable(_WEAK_RULES)
 #: RFC 5321 §4.2.2-4.2.3: what a bare reply code says when nothing else does. 550, 553
 #: and 554 stay undecided: servers use them for every kind of refusal.
 _CODE_FALLBACK: Final[dict[int, Reason]] = {
-    421: _R.SYSTEMERROR, 451: _R.SYSTEMERROR, 452: _R.SYSTEMFULL,
-    500: _R.SYNTAXERROR, 501: _R.SYNTAXERROR, 502: _R.SYNTAXERROR, 503: _R.SYNTAXERROR,
-    504: _R.SYNTAXERROR, 555: _R.SYNTAXERROR,
-    521: _R.NOTACCEPT, 556: _R.NOTACCEPT,  # RFC 7504: host / domain does not accept mail
-    523: _R.FAILEDSTARTTLS, 538: _R.FAILEDSTARTTLS,  # encryption required (RFC 4954, 5248)
-    525: _R.SECURITYERROR, 530: _R.SECURITYERROR, 534: _R.SECURITYERROR, 535: _R.SECURITYERROR,
+    421: _R.SYSTEMERROR,
+    451: _R.SYSTEMERROR,
+    452: _R.SYSTEMFULL,
+    500: _R.SYNTAXERROR,
+    501: _R.SYNTAXERROR,
+    502: _R.SYNTAXERROR,
+    503: _R.SYNTAXERROR,
+    504: _R.SYNTAXERROR,
+    555: _R.SYNTAXERROR,
+    521: _R.NOTACCEPT,
+    556: _R.NOTACCEPT,  # RFC 7504: host / domain does not accept mail
+    523: _R.FAILEDSTARTTLS,
+    538: _R.FAILEDSTARTTLS,  # encryption required (RFC 4954, 5248)
+    525: _R.SECURITYERROR,
+    530: _R.SECURITYERROR,
+    534: _R.SECURITYERROR,
+    535: _R.SECURITYERROR,
     551: _R.HASMOVED,  # "user not local; please try <forward-path>" (RFC 5321 §3.4)
     552: _R.MAILBOXFULL,  # "exceeded storage allocation"
 }
 
 #: reason → "subject.detail" when the reply carried no enhanced status
 _INFERRED_STATUS: Final[dict[Reason, str]] = {
-    _R.USERUNKNOWN: "1.1", _R.HOSTUNKNOWN: "1.2", _R.HASMOVED: "1.6", _R.NOTACCEPT: "3.2",
-    _R.SUSPEND: "2.1", _R.MAILBOXFULL: "2.2", _R.EXCEEDLIMIT: "2.3", _R.MESGTOOBIG: "3.4",
-    _R.SYSTEMFULL: "3.1", _R.SYSTEMERROR: "3.0", _R.NETWORKERROR: "4.0", _R.EXPIRED: "4.7",
-    _R.SYNTAXERROR: "5.2", _R.CONTENTERROR: "6.0", _R.NOTCOMPLIANTRFC: "6.0",
-    _R.SECURITYERROR: "7.0", _R.FAILEDSTARTTLS: "7.0", _R.REQUIREPTR: "7.25",
-    _R.REJECTED: "7.1", _R.BLOCKED: "7.1", _R.BADREPUTATION: "7.1", _R.AUTHFAILURE: "7.1",
-    _R.NORELAYING: "7.1", _R.SPAMDETECTED: "7.1", _R.VIRUSDETECTED: "7.1",
-    _R.POLICYVIOLATION: "7.1", _R.FILTERED: "7.1", _R.DELIVERED: "0.0",
+    _R.USERUNKNOWN: "1.1",
+    _R.HOSTUNKNOWN: "1.2",
+    _R.HASMOVED: "1.6",
+    _R.NOTACCEPT: "3.2",
+    _R.SUSPEND: "2.1",
+    _R.MAILBOXFULL: "2.2",
+    _R.EXCEEDLIMIT: "2.3",
+    _R.MESGTOOBIG: "3.4",
+    _R.SYSTEMFULL: "3.1",
+    _R.SYSTEMERROR: "3.0",
+    _R.NETWORKERROR: "4.0",
+    _R.EXPIRED: "4.7",
+    _R.SYNTAXERROR: "5.2",
+    _R.CONTENTERROR: "6.0",
+    _R.NOTCOMPLIANTRFC: "6.0",
+    _R.SECURITYERROR: "7.0",
+    _R.FAILEDSTARTTLS: "7.0",
+    _R.REQUIREPTR: "7.25",
+    _R.REJECTED: "7.1",
+    _R.BLOCKED: "7.1",
+    _R.BADREPUTATION: "7.1",
+    _R.AUTHFAILURE: "7.1",
+    _R.NORELAYING: "7.1",
+    _R.SPAMDETECTED: "7.1",
+    _R.VIRUSDETECTED: "7.1",
+    _R.POLICYVIOLATION: "7.1",
+    _R.FILTERED: "7.1",
+    _R.DELIVERED: "0.0",
 }
 
 #: no reply at all: which RFC 3463 §3.5 detail the transport failure is (as Postfix logs)
@@ -457,11 +556,11 @@ def split_enhanced(text: str) -> tuple[str | None, str]:
         line = raw.strip()
         code = _REPLY_CODE_RE.match(line)
         if code:
-            line = line[code.end():].lstrip()
+            line = line[code.end() :].lstrip()
         found = _STATUS_RE.match(line)
         if found:
             status = status or _canonical_status(found)
-            line = line[found.end():].lstrip()
+            line = line[found.end() :].lstrip()
         if line:
             parts.append(line)
     return status, " ".join(parts)

@@ -138,9 +138,11 @@ def compile_templates(source: str, file_name: str, subject: str) -> tuple[str | 
     is_html = file_name.lower().endswith((".html", ".htm")) or bool(_HTML_HINT.search(source))
     html = source if is_html else None
     text = html_to_text_template(source) if is_html else source
-    for what, src, env in (("subject", subject, _environment(False)),
-                           ("template", html, _environment(True)),
-                           ("text part", text, _environment(False))):
+    for what, src, env in (
+        ("subject", subject, _environment(False)),
+        ("template", html, _environment(True)),
+        ("text part", text, _environment(False)),
+    ):
         if src is None:
             continue
         try:
@@ -154,18 +156,32 @@ def compile_templates(source: str, file_name: str, subject: str) -> tuple[str | 
 class MessageComposer:
     """Renders and builds one campaign's messages; cheap to call once per recipient."""
 
-    def __init__(self, campaign: CampaignRecord, sender: SenderIdentity, tokens: TokenSigner) -> None:
+    def __init__(
+        self, campaign: CampaignRecord, sender: SenderIdentity, tokens: TokenSigner
+    ) -> None:
         self.campaign = campaign
         self.sender = sender
         self.tokens = tokens
         self._subject = _environment(False).from_string(campaign.subject)
         self._text = _environment(False).from_string(campaign.text_template)
-        self._html = (_environment(True).from_string(campaign.html_template)
-                      if campaign.html_template else None)
-        self._from = _header(b"From", email.utils.formataddr(
-            (campaign.from_name or "", campaign.from_addr), charset="utf-8"))
-        feedback = ":".join(_FEEDBACK_UNSAFE.sub("-", part) for part in (
-            f"c{campaign.id}", campaign.list_name, "newsletter", sender.feedback_sender))
+        self._html = (
+            _environment(True).from_string(campaign.html_template)
+            if campaign.html_template
+            else None
+        )
+        self._from = _header(
+            b"From",
+            email.utils.formataddr((campaign.from_name or "", campaign.from_addr), charset="utf-8"),
+        )
+        feedback = ":".join(
+            _FEEDBACK_UNSAFE.sub("-", part)
+            for part in (
+                f"c{campaign.id}",
+                campaign.list_name,
+                "newsletter",
+                sender.feedback_sender,
+            )
+        )
         self._feedback = _header(b"Feedback-ID", feedback)
         self._unsub_post = (b"List-Unsubscribe-Post", b" List-Unsubscribe=One-Click\r\n")
         self._date_cache: tuple[int, Header] = (-1, (b"", b""))
@@ -176,10 +192,17 @@ class MessageComposer:
         token = self.tokens.unsubscribe(self.campaign.id, msg.contact_id)
         base = self.sender.unsubscribe_url
         url = base.replace("{token}", token) if "{token}" in base else f"{base.rstrip('/')}/{token}"
-        values = {**msg.fields, "email": msg.rcpt, "name": msg.name or "",
-                  "phone": msg.phone or "", "locale": msg.locale or ""}
+        values = {
+            **msg.fields,
+            "email": msg.rcpt,
+            "name": msg.name or "",
+            "phone": msg.phone or "",
+            "locale": msg.locale or "",
+        }
         return {
-            "contact": ContactView(values), "email": msg.rcpt, "name": msg.name or "",
+            "contact": ContactView(values),
+            "email": msg.rcpt,
+            "name": msg.name or "",
             "unsubscribe_url": url,
             "unsubscribe_mailto": f"{self._mailto[0]}+{token}@{self._mailto[1]}",
             "campaign": ContactView({"id": self.campaign.id, "name": self.campaign.name}),
@@ -202,8 +225,7 @@ class MessageComposer:
             self._date(now),
             _header(b"Message-ID", self._message_id(msg.id)),
             (b"MIME-Version", b" 1.0\r\n"),
-            _header(b"List-Unsubscribe",
-                    f"<{ctx['unsubscribe_url']}>, <mailto:{ctx['unsubscribe_mailto']}?subject=unsubscribe>"),
+            _header(b"List-Unsubscribe", _list_unsubscribe(ctx)),
             self._unsub_post,
             self._feedback,
         ]
@@ -213,10 +235,12 @@ class MessageComposer:
             body = _qp(text)
         else:
             boundary = f"=_sk_{b36(msg.id)}_{self.tokens.message_id_tag(msg.id)}"
-            headers.append(_header(b"Content-Type",
-                                   f'multipart/alternative; boundary="{boundary}"'))
+            headers.append(
+                _header(b"Content-Type", f'multipart/alternative; boundary="{boundary}"')
+            )
             body = _alternative(boundary.encode("ascii"), text, html)
-        envelope = f"{self.tokens.verp_local(self.sender.bounce_prefix, msg.id)}@{self.sender.bounce_domain}"
+        verp = self.tokens.verp_local(self.sender.bounce_prefix, msg.id)
+        envelope = f"{verp}@{self.sender.bounce_domain}"
         return ComposedMessage(msg.id, msg.rcpt, envelope, headers, body)
 
     def _message_id(self, message_id: int) -> str:
@@ -229,6 +253,12 @@ class MessageComposer:
             value = email.utils.format_datetime(datetime.fromtimestamp(second, UTC))
             self._date_cache = (second, (b"Date", f" {value}\r\n".encode("ascii")))
         return self._date_cache[1]
+
+
+def _list_unsubscribe(ctx: Mapping[str, Any]) -> str:
+    """RFC 2369 with RFC 8058 one-click: the https URL first, then the mailto."""
+    mailto = f"mailto:{ctx['unsubscribe_mailto']}?subject=unsubscribe"
+    return f"<{ctx['unsubscribe_url']}>, <{mailto}>"
 
 
 def _header(name: bytes, value: str) -> Header:
@@ -268,10 +298,20 @@ def _qp(text: str) -> bytes:
 
 def _alternative(boundary: bytes, text: str, html: str) -> bytes:
     # "=_" cannot occur in quoted-printable content, so the boundary is always safe
-    return b"".join((
-        b"--", boundary, b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n", _qp(text),
-        b"--", boundary, b"\r\nContent-Type: text/html; charset=utf-8\r\n"
-        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n", _qp(html),
-        b"--", boundary, b"--\r\n",
-    ))
+    return b"".join(
+        (
+            b"--",
+            boundary,
+            b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
+            _qp(text),
+            b"--",
+            boundary,
+            b"\r\nContent-Type: text/html; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
+            _qp(html),
+            b"--",
+            boundary,
+            b"--\r\n",
+        )
+    )

@@ -29,10 +29,21 @@ __all__ = ["BadRow", "ContactImporter", "ImportReport", "validate_row"]
 
 #: column names people use, mapped to ours
 _ALIASES = {
-    "email": "email", "e-mail": "email", "email_address": "email", "email address": "email",
-    "mail": "email", "name": "name", "full_name": "name", "full name": "name",
-    "phone": "phone", "phone_number": "phone", "phone number": "phone", "mobile": "phone",
-    "locale": "locale", "language": "locale", "lang": "locale",
+    "email": "email",
+    "e-mail": "email",
+    "email_address": "email",
+    "email address": "email",
+    "mail": "email",
+    "name": "name",
+    "full_name": "name",
+    "full name": "name",
+    "phone": "phone",
+    "phone_number": "phone",
+    "phone number": "phone",
+    "mobile": "phone",
+    "locale": "locale",
+    "language": "locale",
+    "lang": "locale",
 }
 _LOCALE_RE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
 _MAX_BAD_KEPT = 10_000
@@ -58,9 +69,13 @@ class ImportReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "source": self.source, "list": self.list_name, "rows": self.rows,
-            "inserted": self.counts.inserted, "updated": self.counts.updated,
-            "duplicates": self.counts.duplicates, "bad": self.bad_count,
+            "source": self.source,
+            "list": self.list_name,
+            "rows": self.rows,
+            "inserted": self.counts.inserted,
+            "updated": self.counts.updated,
+            "duplicates": self.counts.duplicates,
+            "bad": self.bad_count,
             "bad_rows": [{"line": b.line, "reason": b.reason} for b in self.bad],
             "seconds": round(self.seconds, 3),
         }
@@ -69,8 +84,11 @@ class ImportReport:
 def _header(raw: list[str], source: str) -> list[str]:
     names = [_ALIASES.get(h.strip().lower(), h.strip().lower()) for h in raw]
     if "email" not in names:
-        raise InputError("no email column in the header (expected: email, name, phone, locale, ...)",
-                         line=1, source=source)
+        raise InputError(
+            "no email column in the header (expected: email, name, phone, locale, ...)",
+            line=1,
+            source=source,
+        )
     seen: set[str] = set()
     for i, n in enumerate(names):
         if not n:
@@ -81,8 +99,9 @@ def _header(raw: list[str], source: str) -> list[str]:
     return names
 
 
-def validate_row(values: dict[str, str], line: int, region: str | None,
-                 test_domains: bool = False) -> ContactRow:
+def validate_row(
+    values: dict[str, str], line: int, region: str | None, test_domains: bool = False
+) -> ContactRow:
     """A clean :class:`ContactRow`, or ``ValueError`` with the reason."""
     for key in ("email", "name", "locale", "phone"):
         if "\r" in values.get(key, "") or "\n" in values.get(key, ""):
@@ -91,8 +110,9 @@ def validate_row(values: dict[str, str], line: int, region: str | None,
     if not raw_email:
         raise ValueError("empty email")
     try:
-        checked = validate_email(raw_email, check_deliverability=False,
-                                 test_environment=test_domains)
+        checked = validate_email(
+            raw_email, check_deliverability=False, test_environment=test_domains
+        )
     except EmailNotValidError as exc:
         raise ValueError(f"invalid email address {raw_email!r}: {exc}") from None
     email = checked.ascii_email or checked.normalized
@@ -105,11 +125,19 @@ def validate_row(values: dict[str, str], line: int, region: str | None,
         if not _LOCALE_RE.match(locale):
             raise ValueError(f"invalid locale {locale!r} (expected e.g. en, fr-CA)")
         locale = locale.replace("_", "-")
-    custom = {k: v for k, v in values.items()
-              if k not in ("email", "name", "phone", "locale") and v != ""}
-    return ContactRow(line=line, email=email, email_key=email.lower(),
-                      domain=checked.ascii_domain.lower(), name=name, phone=phone,
-                      locale=locale, fields=custom)
+    custom = {
+        k: v for k, v in values.items() if k not in ("email", "name", "phone", "locale") and v != ""
+    }
+    return ContactRow(
+        line=line,
+        email=email,
+        email_key=email.lower(),
+        domain=checked.ascii_domain.lower(),
+        name=name,
+        phone=phone,
+        locale=locale,
+        fields=custom,
+    )
 
 
 def _phone(raw: str, region: str | None) -> str | None:
@@ -126,18 +154,29 @@ def _phone(raw: str, region: str | None) -> str | None:
 
 
 class ContactImporter:
-    def __init__(self, store: ContactStore, *, region: str | None = None,
-                 test_domains: bool = False, batch_size: int = 2000,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: ContactStore,
+        *,
+        region: str | None = None,
+        test_domains: bool = False,
+        batch_size: int = 2000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.region = region
         self.test_domains = test_domains
         self.batch_size = batch_size
         self.clock = clock
 
-    def run(self, path: Path, list_name: str = "default", *,
-            progress: Callable[[int], None] | None = None,
-            on_bad: Callable[[BadRow], None] | None = None) -> ImportReport:
+    def run(
+        self,
+        path: Path,
+        list_name: str = "default",
+        *,
+        progress: Callable[[int], None] | None = None,
+        on_bad: Callable[[BadRow], None] | None = None,
+    ) -> ImportReport:
         """Import ``path`` into ``list_name``. ``progress`` gets bytes read so far."""
         started = time.monotonic()
         report = ImportReport(source=str(path), list_name=list_name)
@@ -146,12 +185,13 @@ class ContactImporter:
         except OSError as exc:
             raise InputError(f"cannot read: {exc.strerror}", source=str(path)) from None
         with raw:
+            dialect = _sniff(raw)
             text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
             now = self.clock()
             list_id = self.store.ensure_list(list_name, now)
             import_id = self.store.start_import(str(path), list_id, now)
             batch: list[ContactRow] = []
-            for item in self._rows(text, str(path), report):
+            for item in self._rows(text, dialect, str(path), report):
                 if isinstance(item, BadRow):
                     self._bad(report, item, on_bad)
                     continue
@@ -165,14 +205,24 @@ class ContactImporter:
                 report.counts.add(self.store.merge(batch, import_id, list_id, self.clock()))
             if progress:
                 progress(raw.tell())
-            self.store.finish_import(import_id, self.clock(), rows=report.rows,
-                                     counts=report.counts, bad=report.bad_count)
+            self.store.finish_import(
+                import_id,
+                self.clock(),
+                rows=report.rows,
+                counts=report.counts,
+                bad=report.bad_count,
+            )
         report.seconds = time.monotonic() - started
         return report
 
-    def _rows(self, text: io.TextIOWrapper, source: str,
-              report: ImportReport) -> Iterator[ContactRow | BadRow]:
-        reader = csv.reader(text, dialect=_sniff(text))
+    def _rows(
+        self,
+        text: io.TextIOWrapper,
+        dialect: type[csv.Dialect],
+        source: str,
+        report: ImportReport,
+    ) -> Iterator[ContactRow | BadRow]:
+        reader = csv.reader(text, dialect=dialect)
         try:
             first = next(reader, None)
         except (csv.Error, UnicodeDecodeError) as exc:
@@ -198,8 +248,9 @@ class ContactImporter:
                 yield BadRow(start, f"{len(values)} fields, the header has {len(names)}")
                 continue
             try:
-                yield validate_row(dict(zip(names, values, strict=True)), start, self.region,
-                                   self.test_domains)
+                yield validate_row(
+                    dict(zip(names, values, strict=True)), start, self.region, self.test_domains
+                )
             except ValueError as exc:
                 yield BadRow(start, str(exc))
 
@@ -212,13 +263,9 @@ class ContactImporter:
             on_bad(bad)
 
 
-def _sniff(text: io.TextIOWrapper) -> type[csv.Dialect]:
+def _sniff(raw: io.BufferedReader) -> type[csv.Dialect]:
     """Comma, semicolon or tab, from the header line; quoting as in RFC 4180."""
-    raw = text.buffer
-    start = raw.tell()
-    head = raw.peek(4096)[:4096] if isinstance(raw, io.BufferedReader) else b""
-    first_line = head.split(b"\n", 1)[0].decode("utf-8", "replace")
-    del start
+    first_line = raw.peek(4096)[:4096].split(b"\n", 1)[0].decode("utf-8", "replace")
     delimiter = max(",;\t", key=first_line.count) if first_line else ","
 
     class Dialect(csv.excel):

@@ -50,20 +50,42 @@ PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 #: headers a sokures message signs, then the ones signed a second time ("oversigned",
 #: RFC 6376 §8.15) so nobody can add another copy without breaking the signature
 DEFAULT_SIGNED_HEADERS: Final = (
-    b"from", b"to", b"subject", b"date", b"message-id", b"mime-version", b"content-type",
-    b"list-unsubscribe", b"list-unsubscribe-post", b"feedback-id",
-    b"from", b"to", b"subject", b"date", b"message-id",
-    b"list-unsubscribe", b"list-unsubscribe-post",
+    b"from",
+    b"to",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"mime-version",
+    b"content-type",
+    b"list-unsubscribe",
+    b"list-unsubscribe-post",
+    b"feedback-id",
+    b"from",
+    b"to",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"list-unsubscribe",
+    b"list-unsubscribe-post",
 )
 _SHOULD_NOT_SIGN: Final = frozenset(
-    (b"return-path", b"received", b"comments", b"keywords", b"bcc", b"resent-bcc",
-     b"dkim-signature")
+    (
+        b"return-path",
+        b"received",
+        b"comments",
+        b"keywords",
+        b"bcc",
+        b"resent-bcc",
+        b"dkim-signature",
+    )
 )
 _SIG_NAME: Final = b"DKIM-Signature"
 _PLACEHOLDER: Final = b"0" * 60  # dkimpy's b= placeholder: forces b= onto its own line
 # dkimpy's RE_BTAG: the b= tag value (RFC 6376 §3.5: hashed with an empty b=)
 _FWS: Final = rb"(?:(?:\s*\r?\n)?\s+)?"
-_RE_BTAG: Final = re.compile(rb"([;\s]b" + _FWS + rb"=)(?:" + _FWS + rb"[a-zA-Z0-9+/=])*(?:\r?\n\Z)?")
+_RE_BTAG: Final = re.compile(
+    rb"([;\s]b" + _FWS + rb"=)(?:" + _FWS + rb"[a-zA-Z0-9+/=])*(?:\r?\n\Z)?"
+)
 _RE_WSP_EOL: Final = re.compile(rb"[\t ]+\r\n")
 _RE_WSP: Final = re.compile(rb"[\t ]+")
 _RE_EOL: Final = re.compile(rb"\r?\n")
@@ -112,7 +134,7 @@ def _blank_b_tag(value: bytes) -> bytes:
     so cutting after ``b=`` is the same; anything else takes the regex.
     """
     i = value.rfind(b"b=")
-    if i > 0 and value[i - 1] in b"; \t\r\n" and not value[i + 2:].strip(b"0\r\n \t"):
+    if i > 0 and value[i - 1] in b"; \t\r\n" and not value[i + 2 :].strip(b"0\r\n \t"):
         return value[: i + 2]
     return _RE_BTAG.sub(b"\\1", value)
 
@@ -180,7 +202,7 @@ def parse_message(message: bytes) -> tuple[list[Header], bytes]:
         else:
             m = _RE_FIELD_NAME.match(line)
             if m is not None:
-                headers.append([m.group(1), line[m.end(0):] + b"\r\n"])
+                headers.append([m.group(1), line[m.end(0) :] + b"\r\n"])
             elif not line.startswith(b"From "):
                 raise ValueError(f"unexpected characters in header line {i + 1}")
         i += 1
@@ -213,14 +235,17 @@ class DkimSigner:
             raise ValueError("identity must end with the signing domain")
 
     @classmethod
-    def from_file(cls, domain: str, selector: str, path: Path, algorithm: str,
-                  **options: object) -> DkimSigner:
+    def from_file(
+        cls, domain: str, selector: str, path: Path, algorithm: str, **options: object
+    ) -> DkimSigner:
         key = load_private_key(path, algorithm)
         return cls(domain.encode("ascii"), selector.encode("ascii"), key, **options)  # type: ignore[arg-type]
 
     @property
     def algorithm(self) -> bytes:
-        return b"ed25519-sha256" if isinstance(self.key, ed25519.Ed25519PrivateKey) else b"rsa-sha256"
+        return (
+            b"ed25519-sha256" if isinstance(self.key, ed25519.Ed25519PrivateKey) else b"rsa-sha256"
+        )
 
     def sign(self, headers: Sequence[Header], body: bytes, timestamp: int) -> bytes:
         """The ``DKIM-Signature: ...\\r\\n`` header line for this message.
@@ -324,7 +349,8 @@ def dns_record(key: PrivateKey) -> str:
     """The TXT record value publishing the public half (RFC 6376 §3.6.1, RFC 8463 §4.2)."""
     if isinstance(key, rsa.RSAPrivateKey):
         der = key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
         return f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return f"v=DKIM1; k=ed25519; p={base64.b64encode(raw).decode()}"

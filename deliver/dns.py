@@ -67,11 +67,19 @@ def parse_nameserver(value: str) -> tuple[str, int]:
 class Resolver:
     """Async lookups with statuses kept apart; one instance per run, no global state."""
 
-    def __init__(self, nameservers: Sequence[str] = (), *, timeout: float = 5.0,
-                 concurrency: int = 64, cache: bool = True) -> None:
+    def __init__(
+        self,
+        nameservers: Sequence[str] = (),
+        *,
+        timeout: float = 5.0,
+        concurrency: int = 64,
+        cache: bool = True,
+    ) -> None:
         if nameservers:
             r = dns.asyncresolver.Resolver(configure=False)
-            r.nameservers = [dns.nameserver.Do53Nameserver(*parse_nameserver(n)) for n in nameservers]
+            r.nameservers = [
+                dns.nameserver.Do53Nameserver(*parse_nameserver(n)) for n in nameservers
+            ]
         else:
             r = dns.asyncresolver.Resolver()
         r.lifetime = timeout

@@ -29,7 +29,9 @@ class DnsRecord:
 
     def zone_line(self) -> str:
         """The record as a zone-file line (TXT values split into 255-byte strings)."""
-        data = " ".join(f'"{c}"' for c in txt_chunks(self.value)) if self.type == "TXT" else self.value
+        data = (
+            " ".join(f'"{c}"' for c in txt_chunks(self.value)) if self.type == "TXT" else self.value
+        )
         return f"{self.name}. 3600 IN {self.type} {data}"
 
     def as_dict(self) -> dict[str, str]:
@@ -46,7 +48,7 @@ class InitResult:
 
 def txt_chunks(value: str, size: int = 255) -> list[str]:
     """A TXT value as character-strings of at most 255 bytes (RFC 1035 §3.3.14)."""
-    return [value[i:i + size] for i in range(0, len(value), size)] or [""]
+    return [value[i : i + size] for i in range(0, len(value), size)] or [""]
 
 
 def dkim_selector_defaults(now: float | None = None) -> str:
@@ -71,9 +73,16 @@ def _check_selector(selector: str) -> str:
     return selector
 
 
-def init_domain(domain: str, *, config_path: Path, rsa_selector: str, ed25519_selector: str,
-                ips: tuple[str, ...] = (), force: bool = False,
-                database_url: str | None = None) -> InitResult:
+def init_domain(
+    domain: str,
+    *,
+    config_path: Path,
+    rsa_selector: str,
+    ed25519_selector: str,
+    ips: tuple[str, ...] = (),
+    force: bool = False,
+    database_url: str | None = None,
+) -> InitResult:
     """Write keys and ``sokures.toml`` next to it; return the records to publish."""
     domain = _check_domain(domain)
     rsa_selector, ed_selector = _check_selector(rsa_selector), _check_selector(ed25519_selector)
@@ -85,8 +94,10 @@ def init_domain(domain: str, *, config_path: Path, rsa_selector: str, ed25519_se
     keys_dir = base / "keys"
     files = []
     dkim_records = []
-    for selector, algorithm, suffix in ((rsa_selector, "rsa-sha256", "rsa"),
-                                        (ed_selector, "ed25519-sha256", "ed25519")):
+    for selector, algorithm, suffix in (
+        (rsa_selector, "rsa-sha256", "rsa"),
+        (ed_selector, "ed25519-sha256", "ed25519"),
+    ):
         path = keys_dir / f"{selector}.{suffix}.pem"
         if path.exists():
             if not force:
@@ -95,8 +106,14 @@ def init_domain(domain: str, *, config_path: Path, rsa_selector: str, ed25519_se
         key = generate_key(algorithm)
         write_private_key(key, path)
         files.append((selector, algorithm, path))
-        dkim_records.append(DnsRecord(f"{selector}._domainkey.{domain}", "TXT", dns_record(key),
-                                      f"DKIM public key ({algorithm.split('-')[0]})"))
+        dkim_records.append(
+            DnsRecord(
+                f"{selector}._domainkey.{domain}",
+                "TXT",
+                dns_record(key),
+                f"DKIM public key ({algorithm.split('-')[0]})",
+            )
+        )
     token_key = keys_dir / "token.key"
     generate_token_key(token_key)
     config_path.write_text(_config_text(domain, files, base, database_url), encoding="utf-8")
@@ -106,27 +123,31 @@ def init_domain(domain: str, *, config_path: Path, rsa_selector: str, ed25519_se
 
 def _spf(domain: str, ips: tuple[str, ...]) -> DnsRecord:
     mechanisms = [f"ip6:{ip}" if ":" in ip else f"ip4:{ip}" for ip in ips]
-    if mechanisms:
-        value = "v=spf1 " + " ".join(mechanisms) + " -all"
-    else:  # the sending IPs are not known yet: soft fail until they are listed
-        value = "v=spf1 mx ~all"
+    # without the sending IPs, soft fail until they are listed
+    value = "v=spf1 " + " ".join(mechanisms) + " -all" if mechanisms else "v=spf1 mx ~all"
     return DnsRecord(domain, "TXT", value, "SPF: the hosts allowed to send for the domain")
 
 
 def _dmarc(domain: str) -> DnsRecord:
     value = f"v=DMARC1; p=none; rua=mailto:dmarc-reports@{domain}; adkim=r; aspf=r; fo=1"
-    return DnsRecord(f"_dmarc.{domain}", "TXT", value,
-                     "DMARC: start with p=none and reports; move to quarantine/reject once aligned")
+    return DnsRecord(
+        f"_dmarc.{domain}",
+        "TXT",
+        value,
+        "DMARC: start with p=none and reports; move to quarantine/reject once aligned",
+    )
 
 
-def _config_text(domain: str, files: list[tuple[str, str, Path]], base: Path,
-                 database_url: str | None) -> str:
+def _config_text(
+    domain: str, files: list[tuple[str, str, Path]], base: Path, database_url: str | None
+) -> str:
     def rel(p: Path) -> str:
         return str(p.relative_to(base)) if p.is_relative_to(base) else str(p)
 
     keys = "\n".join(
         f'[[dkim.keys]]\nselector = "{s}"\nalgorithm = "{a}"\nkey_file = "{rel(p)}"\n'
-        for s, a, p in files)
+        for s, a, p in files
+    )
     database = f'\n[database]\nurl = "{database_url}"\n' if database_url else ""
     return f"""# sokures configuration, written by `sokures init --domain {domain}`.
 # Environment variables SOKURES_<SECTION>_<KEY> override any value (e.g. SOKURES_SMTP_PORT).

@@ -13,6 +13,7 @@ keep them apart and the automation-rule state in the store keeps them in step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import sys
@@ -57,11 +58,17 @@ class EngineOptions:
     @classmethod
     def from_settings(cls, s: Settings, linger: float | None = None) -> EngineOptions:
         e = s.engine
-        return cls(helo=s.sender.helo_name, connect_timeout=s.smtp.connect_timeout,
-                   command_timeout=s.smtp.command_timeout, lease_seconds=e.lease_seconds,
-                   claim_batch=e.claim_batch, linger=e.linger if linger is None else linger,
-                   record_batch=e.record_batch, record_interval=e.record_interval,
-                   sign_threads=e.sign_threads)
+        return cls(
+            helo=s.sender.helo_name,
+            connect_timeout=s.smtp.connect_timeout,
+            command_timeout=s.smtp.command_timeout,
+            lease_seconds=e.lease_seconds,
+            claim_batch=e.claim_batch,
+            linger=e.linger if linger is None else linger,
+            record_batch=e.record_batch,
+            record_interval=e.record_interval,
+            sign_threads=e.sign_threads,
+        )
 
 
 @dataclass
@@ -75,10 +82,21 @@ class RunResult:
 
 
 class DeliveryEngine:
-    def __init__(self, *, store: Store, campaign: CampaignRecord, composer: MessageComposer,
-                 signers: Sequence[DkimSigner], policy: ShapingPolicy, router: Router,
-                 options: EngineOptions, schedule: RetrySchedule, stats: SendStats | None = None,
-                 clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        campaign: CampaignRecord,
+        composer: MessageComposer,
+        signers: Sequence[DkimSigner],
+        policy: ShapingPolicy,
+        router: Router,
+        options: EngineOptions,
+        schedule: RetrySchedule,
+        stats: SendStats | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
         self.store = store
         self.campaign = campaign
         self.composer = composer
@@ -91,8 +109,13 @@ class DeliveryEngine:
         self.clock = clock
         self.rng = rng or random.Random()
         self.db = DbRunner()
-        self.recorder = OutcomeRecorder(self.db, store.queue, self.stats,
-                                        batch=options.record_batch, interval=options.record_interval)
+        self.recorder = OutcomeRecorder(
+            self.db,
+            store.queue,
+            self.stats,
+            batch=options.record_batch,
+            interval=options.record_interval,
+        )
         self.lanes: dict[str, ProviderLane] = {}
         self.active: dict[str, dict[str, float]] = defaultdict(dict)
         self.workers = 1
@@ -102,8 +125,10 @@ class DeliveryEngine:
         self.stopping = False
         self._progress = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._sign_pool = ThreadPoolExecutor(max_workers=options.sign_threads or os.cpu_count() or 2,
-                                             thread_name_prefix="sokures-sign")
+        self._sign_pool = ThreadPoolExecutor(
+            max_workers=options.sign_threads or os.cpu_count() or 2,
+            thread_name_prefix="sokures-sign",
+        )
 
     # ---------------------------------------------------------------- run --
     async def run(self, stop: asyncio.Event | None = None) -> RunResult:
@@ -129,8 +154,9 @@ class DeliveryEngine:
             await self._shutdown(recorder, housekeeping, result)
         return result
 
-    async def _shutdown(self, recorder: asyncio.Task[None], housekeeping: asyncio.Task[None],
-                        result: RunResult) -> None:
+    async def _shutdown(
+        self, recorder: asyncio.Task[None], housekeeping: asyncio.Task[None], result: RunResult
+    ) -> None:
         """Finish the messages in hand, write what is pending, hand back the leases.
         Every step runs even if one before it fails; the first failure is raised."""
         self.stopping = True
@@ -142,7 +168,7 @@ class DeliveryEngine:
         for step in steps:
             try:
                 await step()
-            except Exception as exc:  # noqa: BLE001 - collected, the first one is raised
+            except Exception as exc:
                 errors.append(exc)
         recorder.cancel()
         self._sign_pool.shutdown(wait=True)
@@ -166,9 +192,15 @@ class DeliveryEngine:
                 await self._wait_progress(0.5)
                 continue
             now = self.clock()
-            batch = await self.db(self.store.queue.claim, self.campaign.id, self.worker_id, now,
-                                  now + self.opt.lease_seconds, min(room, self.opt.claim_batch),
-                                  self._blocked_providers())
+            batch = await self.db(
+                self.store.queue.claim,
+                self.campaign.id,
+                self.worker_id,
+                now,
+                now + self.opt.lease_seconds,
+                min(room, self.opt.claim_batch),
+                self._blocked_providers(),
+            )
             if batch:
                 self.inflight += len(batch)
                 await self._dispatch(batch)
@@ -195,8 +227,17 @@ class DeliveryEngine:
             if isinstance(route, RouteFailure):
                 reply = SmtpReply(route.code, route.enhanced, route.text)
                 where = AttemptContext(provider=route.provider or msg.provider)
-                self._done(decide(msg, reply, now=now, schedule=self.schedule,
-                                  rand=self.rng.random(), where=where, permanent=route.permanent))
+                self._done(
+                    decide(
+                        msg,
+                        reply,
+                        now=now,
+                        schedule=self.schedule,
+                        rand=self.rng.random(),
+                        where=where,
+                        permanent=route.permanent,
+                    )
+                )
                 continue
             lane = self._lane(route)
             until = self._hold_until(lane)
@@ -225,10 +266,15 @@ class DeliveryEngine:
     def _blocked_providers(self) -> list[str]:
         """Named providers whose lane takes nothing more now (default lanes are per
         destination: holding back every unknown domain for one of them would be wrong)."""
-        return [lane.provider for lane in self.lanes.values()
-                if lane.provider != "default" and (
-                    lane.suspended_until() is not None
-                    or lane.pending >= lane.capacity(self.opt.lease_seconds / 2))]
+        return [
+            lane.provider
+            for lane in self.lanes.values()
+            if lane.provider != "default"
+            and (
+                lane.suspended_until() is not None
+                or lane.pending >= lane.capacity(self.opt.lease_seconds / 2)
+            )
+        ]
 
     async def _postpone(self, ids: list[int], until: float, provider: str | None) -> None:
         await self.db(self.store.queue.postpone, ids, until, provider=provider)
@@ -245,8 +291,13 @@ class DeliveryEngine:
             key = f"default:{site}"
         lane = self.lanes.get(key)
         if lane is None:
-            lane = ProviderLane(key, route.provider, self.policy.provider(route.provider),
-                                self.policy.rules_for(route.provider), self.clock)
+            lane = ProviderLane(
+                key,
+                route.provider,
+                self.policy.provider(route.provider),
+                self.policy.rules_for(route.provider),
+                self.clock,
+            )
             lane.update(self.active.get(key, {}), self.workers)
             self.lanes[key] = lane
         return lane
@@ -264,8 +315,12 @@ class DeliveryEngine:
         session: SmtpSession | None = None
         try:
             session, opened = await open_session(
-                dest.route, helo=self.opt.helo, tls=lane.policy.tls,
-                connect_timeout=self.opt.connect_timeout, command_timeout=self.opt.command_timeout)
+                dest.route,
+                helo=self.opt.helo,
+                tls=lane.policy.tls,
+                connect_timeout=self.opt.connect_timeout,
+                command_timeout=self.opt.command_timeout,
+            )
             if session is None:
                 await self._connection_failed(lane, dest, opened)
                 return
@@ -291,26 +346,52 @@ class DeliveryEngine:
                 self._spawn(lane, dest)
             self._progress.set()
 
-    async def _deliver(self, session: SmtpSession, lane: ProviderLane, msg: ClaimedMessage) -> Delivery:
+    async def _deliver(
+        self, session: SmtpSession, lane: ProviderLane, msg: ClaimedMessage
+    ) -> Delivery:
         loop = asyncio.get_running_loop()
         started = self.clock()
         try:
-            envelope, data = await loop.run_in_executor(self._sign_pool, self._prepare, msg, started)
+            envelope, data = await loop.run_in_executor(
+                self._sign_pool, self._prepare, msg, started
+            )
         except InputError as exc:
             reply = SmtpReply(None, "5.6.0", f"local: {exc}")
-            self._done(decide(msg, reply, now=self.clock(), schedule=self.schedule, rand=0.0,
-                              where=AttemptContext(provider=lane.provider), permanent=True))
+            self._done(
+                decide(
+                    msg,
+                    reply,
+                    now=self.clock(),
+                    schedule=self.schedule,
+                    rand=0.0,
+                    where=AttemptContext(provider=lane.provider),
+                    permanent=True,
+                )
+            )
             return Delivery(reply, "compose", True, 0.0)
         delivery = await session.send(envelope, msg.rcpt, data)
         force_bounce = await self._react(lane, delivery.reply)
         now = self.clock()
-        where = AttemptContext(provider=lane.provider, mx_host=session.host.name,
-                               mx_address=session.address, tls=session.tls,
-                               duration_ms=int(delivery.seconds * 1000))
+        where = AttemptContext(
+            provider=lane.provider,
+            mx_host=session.host.name,
+            mx_address=session.address,
+            tls=session.tls,
+            duration_ms=int(delivery.seconds * 1000),
+        )
         permanent = None if delivery.stage in _TRANSACTION_STAGES else False
-        self._done(decide(msg, delivery.reply, now=now, schedule=self.schedule,
-                          rand=self.rng.random(), where=where, permanent=permanent,
-                          force_bounce=force_bounce))
+        self._done(
+            decide(
+                msg,
+                delivery.reply,
+                now=now,
+                schedule=self.schedule,
+                rand=self.rng.random(),
+                where=where,
+                permanent=permanent,
+                force_bounce=force_bounce,
+            )
+        )
         return delivery
 
     def _prepare(self, msg: ClaimedMessage, now: float) -> tuple[str, bytes]:
@@ -320,7 +401,9 @@ class DeliveryEngine:
         signatures = [s.sign(composed.headers, composed.body, stamp) for s in self.signers]
         return composed.envelope_from, composed.to_bytes(signatures)
 
-    async def _connection_failed(self, lane: ProviderLane, dest: Destination, opened: Delivery) -> None:
+    async def _connection_failed(
+        self, lane: ProviderLane, dest: Destination, opened: Delivery
+    ) -> None:
         """No session: defer one message, or all of the destination's if no other
         connection to it is working (the destination is unreachable right now)."""
         force_bounce = await self._react(lane, opened.reply)
@@ -329,9 +412,18 @@ class DeliveryEngine:
         host = dest.route.hosts[0].name if dest.route.hosts else None
         where = AttemptContext(provider=lane.provider, mx_host=host)
         while (msg := lane.pop(dest)) is not None:
-            self._done(decide(msg, opened.reply, now=now, schedule=self.schedule,
-                              rand=self.rng.random(), where=where, permanent=False,
-                              force_bounce=force_bounce))
+            self._done(
+                decide(
+                    msg,
+                    opened.reply,
+                    now=now,
+                    schedule=self.schedule,
+                    rand=self.rng.random(),
+                    where=where,
+                    permanent=False,
+                    force_bounce=force_bounce,
+                )
+            )
             if others:
                 break
 
@@ -351,9 +443,16 @@ class DeliveryEngine:
         for rule in self.policy.matching_rules(lane.provider, text):
             held = self.active[lane.name].get(rule.id)
             if held is None or held < now or rule.threshold > 1:
-                until = await self.db(self.store.shaping.hit, lane.name, rule.id, now,
-                                      threshold=rule.threshold, window=rule.window,
-                                      duration=rule.duration, text=text)
+                until = await self.db(
+                    self.store.shaping.hit,
+                    lane.name,
+                    rule.id,
+                    now,
+                    threshold=rule.threshold,
+                    window=rule.window,
+                    duration=rule.duration,
+                    text=text,
+                )
                 if until is not None:
                     self.active[lane.name][rule.id] = until
                     held = until
@@ -366,8 +465,13 @@ class DeliveryEngine:
         if lane.update(self.active.get(lane.name, {}), self.workers):
             await self._suspend_lane(lane)
         self.stats.rules[lane.provider] = sorted(
-            {r for other in self.lanes.values() if other.provider == lane.provider
-             for r in other.limits.rules})
+            {
+                r
+                for other in self.lanes.values()
+                if other.provider == lane.provider
+                for r in other.limits.rules
+            }
+        )
 
     async def _suspend_lane(self, lane: ProviderLane) -> None:
         until = lane.suspended_until()
@@ -414,14 +518,10 @@ class DeliveryEngine:
                 self.inflight -= 1
 
     async def _wait_progress(self, timeout: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._progress.wait(), timeout)
-        except TimeoutError:
-            pass
         self._progress.clear()
 
     async def _sleep(self, seconds: float, stop: asyncio.Event) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), seconds)
-        except TimeoutError:
-            pass

@@ -409,10 +409,14 @@ class _TextBuilder:
         self._state = _with_separator(self._state, sep)
 
     def glue(self) -> None:
-        self._state = _State(n=0, p=" ", glue=True)
+        self._state = _State(n=0, glue=True)
 
     def unglue(self) -> None:
+        """Ends a list item's glue; an item with no text loses its bullet's trailing space."""
         if self._state.glue:
+            last = self.items[-1]
+            if isinstance(last, _Text) and last.prefix:
+                last.text = last.text.rstrip()
             self._state = replace(self._state, glue=False)
 
     def content(self, pieces: list[_Content], *, prefix: bool = False, hang: int = -1) -> None:
@@ -443,10 +447,9 @@ class _TextBuilder:
         self._resolve_deferred()
         st = self._state
         if st.mode == "static":
-            target = min(max(st.n, st.m) + 1, 2)
-            if target > st.n:
-                self.items.append(_Gap("\n" * (target - st.n)))
-            self._state = _State(n=max(target, st.n))
+            # a pending line break rather than a written one: a "\n" that ends a path inside a
+            # {% filter wordwrap %} block would be lost
+            self._state = _with_margin(replace(st, glue=False), min(max(st.n, st.m) + 1, 2))
             return
         s = f"{_NS}.s"
         newlines = f"[[{s}[0], {s}[1], {st.m}]|max + 1, 2]|min"
@@ -933,14 +936,15 @@ class _HtmlWalker(HTMLParser):
         b.block(1)
         pieces, width = self._bullet(self._lists[-1] if self._lists else None)
         outer = b.indent
-        b.content(pieces, prefix=True, hang=len(outer) + width + 1)
+        b.content(pieces, prefix=True, hang=len(outer) + width)
         b.glue()
         element.indent, element.after = outer, 1
-        b.indent = outer + " " * (width + 1)
+        b.indent = outer + " " * width
 
     def _bullet(self, ctx: _List | None) -> tuple[list[_Content], int]:
+        """The bullet with its space (kept out of the item's wrapped text) and its width."""
         if ctx is None or not ctx.ordered:
-            return [_Text("-")], 1
+            return [_Text("- ")], 2
         if self._tags is not None and (ctx.counter or self._b.depth > ctx.depth):
             # items made by a loop: only rendering knows their number
             if not ctx.counter:
@@ -948,8 +952,8 @@ class _HtmlWalker(HTMLParser):
                 ctx.slot.item = _Code(f"{{% set {ctx.counter} = {ctx.next - 1} %}}")
                 self._b.runtime_used = True
             self._b.items.append(_Code(f"{{% set {ctx.counter} = {ctx.counter} + 1 %}}"))
-            return [_Code(f"{{{{ {ctx.counter} }}}}"), _Text(".")], len(str(ctx.next)) + 1
-        label = f"{ctx.next}."
+            return [_Code(f"{{{{ {ctx.counter} }}}}"), _Text(". ")], len(str(ctx.next)) + 2
+        label = f"{ctx.next}. "
         ctx.next += 1
         return [_Text(label)], len(label)
 
@@ -1068,7 +1072,8 @@ class _Layout:
         body: list[str] = []
         for i in range(start, end + 1):
             item = self._items[i]
-            (hoisted if isinstance(item, _Code) and item.scoped else body).append(self._emit(i, hang))
+            scoped = isinstance(item, _Code) and item.scoped
+            (hoisted if scoped else body).append(self._emit(i, hang))
         return (
             f"{''.join(hoisted)}{{% filter wordwrap({width}, break_long_words=false, "
             f"break_on_hyphens=false){indent} %}}{''.join(body)}{{% endfilter %}}"
@@ -1204,6 +1209,6 @@ class _Layout:
             return False
         # the indent filter indents every line but the first: a line break inside must be
         # indented at least as much, and the filter writes the first ``hang`` columns
-        if isinstance(item, _Gap) and hang and item.breaks:
-            return not item.code and item.indent.startswith(" " * hang)
+        if isinstance(item, _Gap) and hang and not item.code and (item.breaks or item.indent):
+            return item.indent.startswith(" " * hang)
         return True

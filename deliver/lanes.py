@@ -29,8 +29,14 @@ class Destination:
 
 
 class ProviderLane:
-    def __init__(self, name: str, provider: str, policy: ProviderPolicy,
-                 rules: tuple[AutomationRule, ...], clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        name: str,
+        provider: str,
+        policy: ProviderPolicy,
+        rules: tuple[AutomationRule, ...],
+        clock: Callable[[], float],
+    ) -> None:
         #: the lane's key ("google", or "default:<destination>") and its provider
         self.name = name
         self.provider = provider
@@ -94,8 +100,7 @@ class ProviderLane:
                 yield dest.queue.popleft()
 
     def wants_connection(self, dest: Destination) -> bool:
-        return (self.connections < self.limits.connections
-                and dest.connections < len(dest.queue))
+        return self.connections < self.limits.connections and dest.connections < len(dest.queue)
 
     async def permit(self) -> bool:
         """Wait for the rate to allow one more message; False if the lane is suspended."""

@@ -32,37 +32,79 @@ class AttemptContext:
     duration_ms: int | None = None
 
 
-def decide(msg: ClaimedMessage, reply: SmtpReply, *, now: float, schedule: RetrySchedule,
-           rand: float, where: AttemptContext = AttemptContext(), permanent: bool | None = None,
-           force_bounce: bool = False) -> Outcome:
+def decide(
+    msg: ClaimedMessage,
+    reply: SmtpReply,
+    *,
+    now: float,
+    schedule: RetrySchedule,
+    rand: float,
+    where: AttemptContext = AttemptContext(),
+    permanent: bool | None = None,
+    force_bounce: bool = False,
+) -> Outcome:
     """The outcome of one attempt. ``permanent`` overrides the reply code (routing)."""
-    attempts = msg.attempts + 1
-    common = dict(message_id=msg.id, campaign_id=msg.campaign_id, rcpt=msg.rcpt, at=now,
-                  attempts=attempts, code=reply.code, enhanced=reply.enhanced, text=reply.text,
-                  provider=where.provider, mx_host=where.mx_host, mx_address=where.mx_address,
-                  tls=where.tls, duration_ms=where.duration_ms)
     if reply.ok:
-        return Outcome(state=MessageState.DELIVERED, next_attempt_at=now,
-                       reason=Reason.DELIVERED.value, **common)  # type: ignore[arg-type]
+        return _attempt(msg, reply, where, now, MessageState.DELIVERED, now, Reason.DELIVERED)
     verdict = classify_reply(reply.code, reply.text, reply.enhanced)
     is_permanent = reply.permanent if permanent is None else permanent
     if is_permanent or force_bounce:
-        return Outcome(state=MessageState.BOUNCED, next_attempt_at=now, reason=verdict.reason.value,
-                       suppress=verdict.reason.value if is_permanent and verdict.hard else None,
-                       **common)  # type: ignore[arg-type]
-    hint = retry_hint(reply.text)
-    next_at = schedule.next_attempt(attempts=attempts, created_at=msg.created_at, now=now,
-                                    rand=rand, hint=hint)
+        suppress = verdict.reason.value if is_permanent and verdict.hard else None
+        return _attempt(msg, reply, where, now, MessageState.BOUNCED, now, verdict.reason, suppress)
+    next_at = schedule.next_attempt(
+        attempts=msg.attempts + 1,
+        created_at=msg.created_at,
+        now=now,
+        rand=rand,
+        hint=retry_hint(reply.text),
+    )
     if next_at is None:
-        return Outcome(state=MessageState.EXPIRED, next_attempt_at=now,
-                       reason=Reason.EXPIRED.value, **common)  # type: ignore[arg-type]
-    return Outcome(state=MessageState.DEFERRED, next_attempt_at=next_at,
-                   reason=verdict.reason.value, **common)  # type: ignore[arg-type]
+        return _attempt(msg, reply, where, now, MessageState.EXPIRED, now, Reason.EXPIRED)
+    return _attempt(msg, reply, where, now, MessageState.DEFERRED, next_at, verdict.reason)
+
+
+def _attempt(
+    msg: ClaimedMessage,
+    reply: SmtpReply,
+    where: AttemptContext,
+    now: float,
+    state: MessageState,
+    next_at: float,
+    reason: Reason,
+    suppress: str | None = None,
+) -> Outcome:
+    return Outcome(
+        message_id=msg.id,
+        campaign_id=msg.campaign_id,
+        rcpt=msg.rcpt,
+        state=state,
+        at=now,
+        attempts=msg.attempts + 1,
+        next_attempt_at=next_at,
+        code=reply.code,
+        enhanced=reply.enhanced,
+        text=reply.text,
+        reason=reason.value,
+        provider=where.provider,
+        mx_host=where.mx_host,
+        mx_address=where.mx_address,
+        tls=where.tls,
+        duration_ms=where.duration_ms,
+        suppress=suppress,
+    )
 
 
 def suppressed_outcome(msg: ClaimedMessage, now: float, why: str) -> Outcome:
     """The address went on the suppression list after the message was queued."""
-    return Outcome(message_id=msg.id, campaign_id=msg.campaign_id, rcpt=msg.rcpt,
-                   state=MessageState.SUPPRESSED, at=now, attempts=msg.attempts,
-                   next_attempt_at=now, reason=Reason.SUPPRESSED.value,
-                   text=f"address is on the suppression list ({why})", provider=msg.provider)
+    return Outcome(
+        message_id=msg.id,
+        campaign_id=msg.campaign_id,
+        rcpt=msg.rcpt,
+        state=MessageState.SUPPRESSED,
+        at=now,
+        attempts=msg.attempts,
+        next_attempt_at=now,
+        reason=Reason.SUPPRESSED.value,
+        text=f"address is on the suppression list ({why})",
+        provider=msg.provider,
+    )

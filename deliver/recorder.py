@@ -9,6 +9,7 @@ the bound on duplicates after a crash (the messages in flight).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -52,9 +53,12 @@ class SendStats:
         per[state] = per.get(state, 0) + 1
 
     def snapshot(self) -> dict[str, Any]:
-        return {"elapsed": time.monotonic() - self.started,
-                "counts": {p: dict(c) for p, c in self.counts.items()},
-                "postponed": self.postponed, "rules": {p: list(r) for p, r in self.rules.items()}}
+        return {
+            "elapsed": time.monotonic() - self.started,
+            "counts": {p: dict(c) for p, c in self.counts.items()},
+            "postponed": self.postponed,
+            "rules": {p: list(r) for p, r in self.rules.items()},
+        }
 
     @staticmethod
     def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
@@ -73,8 +77,15 @@ class SendStats:
 
 
 class OutcomeRecorder:
-    def __init__(self, db: DbRunner, queue: QueueStore, stats: SendStats, *, batch: int = 256,
-                 interval: float = 0.05) -> None:
+    def __init__(
+        self,
+        db: DbRunner,
+        queue: QueueStore,
+        stats: SendStats,
+        *,
+        batch: int = 256,
+        interval: float = 0.05,
+    ) -> None:
         self.db = db
         self.queue = queue
         self.stats = stats
@@ -94,16 +105,14 @@ class OutcomeRecorder:
 
     async def run(self) -> None:
         while not self._closed:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
-            except TimeoutError:
-                pass
             self._wake.clear()
             await self.flush()
 
     async def flush(self) -> None:
         while self._pending:
-            batch, self._pending = self._pending[: self.batch], self._pending[self.batch:]
+            batch, self._pending = self._pending[: self.batch], self._pending[self.batch :]
             await self.db(self.queue.record, batch)
             self.written += len(batch)
 

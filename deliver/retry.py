@@ -35,8 +35,15 @@ class RetrySchedule:
         base = min(self.initial * self.factor ** max(attempts - 1, 0), self.max_interval)
         return max(base * (1.0 + self.jitter * (2.0 * rand - 1.0)), 1.0)
 
-    def next_attempt(self, *, attempts: int, created_at: float, now: float, rand: float,
-                     hint: float | None = None) -> float | None:
+    def next_attempt(
+        self,
+        *,
+        attempts: int,
+        created_at: float,
+        now: float,
+        rand: float,
+        hint: float | None = None,
+    ) -> float | None:
         """When to try again, or None when the message has reached its maximum age."""
         deadline = created_at + self.max_age
         if now >= deadline:

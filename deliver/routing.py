@@ -43,7 +43,7 @@ class Route:
     @property
     def key(self) -> tuple[str, ...]:
         """Destinations sharing this key can share SMTP connections."""
-        return tuple(h.name for h in self.hosts) + (str(self.port),)
+        return (*tuple(h.name for h in self.hosts), str(self.port))
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +60,17 @@ class RouteFailure:
 
 
 class Router:
-    def __init__(self, resolver: Resolver | None, policy: ShapingPolicy, *, port: int = 25,
-                 relay: tuple[str, int] | None = None, ipv6: bool = False,
-                 clock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        resolver: Resolver | None,
+        policy: ShapingPolicy,
+        *,
+        port: int = 25,
+        relay: tuple[str, int] | None = None,
+        ipv6: bool = False,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
         if resolver is None and relay is None:
             raise ValueError("direct delivery needs a resolver")
         self.resolver = resolver
@@ -95,23 +102,38 @@ class Router:
         if mx.status is DnsStatus.NXDOMAIN:
             return self._fail(domain, now, True, 550, "5.1.2", f"domain {domain} does not exist")
         if not mx.status.definitive:
-            return self._fail(domain, now, False, 451, "4.4.3",
-                              f"MX lookup for {domain} failed: {mx.status.value} {mx.detail}".strip())
+            return self._fail(
+                domain,
+                now,
+                False,
+                451,
+                "4.4.3",
+                f"MX lookup for {domain} failed: {mx.status.value} {mx.detail}".strip(),
+            )
         if mx.status is DnsStatus.NODATA:
             # RFC 5321 §5.1: no MX records, the domain itself is the implicit MX
             targets = [(0, domain)]
         else:
-            records = [(int(r.preference), r.exchange.to_text(omit_final_dot=True))  # type: ignore[attr-defined]
-                       for r in mx.records]
+            records = [
+                (int(r.preference), r.exchange.to_text(omit_final_dot=True))  # type: ignore[attr-defined]
+                for r in mx.records
+            ]
             real = [(p, h) for p, h in records if h not in ("", ".")]
             if not real:  # RFC 7505 §3: null MX, the domain accepts no mail
-                return self._fail(domain, now, True, 556, "5.1.10",
-                                  f"{domain} does not accept mail (null MX, RFC 7505)")
+                return self._fail(
+                    domain,
+                    now,
+                    True,
+                    556,
+                    "5.1.10",
+                    f"{domain} does not accept mail (null MX, RFC 7505)",
+                )
             targets = real
         return await self._hosts(domain, targets, now, ttl=max(mx.ttl, _MIN_TTL))
 
-    async def _hosts(self, domain: str, targets: Sequence[tuple[int, str]], now: float,
-                     ttl: int) -> Route | RouteFailure:
+    async def _hosts(
+        self, domain: str, targets: Sequence[tuple[int, str]], now: float, ttl: int
+    ) -> Route | RouteFailure:
         ordered = sorted(targets, key=lambda t: (t[0], self.rng.random()))
         hosts: list[MxHost] = []
         temporary = []
@@ -123,12 +145,20 @@ class Router:
                 temporary.append(name)
         if not hosts:
             if temporary:
-                return self._fail(domain, now, False, 451, "4.4.3",
-                                  f"address lookup failed for {', '.join(temporary)}")
-            return self._fail(domain, now, True, 550, "5.1.2",
-                              f"no address for the mail hosts of {domain}")
-        provider = (self.policy.provider_for_domain(domain)
-                    or self.policy.provider_for_mx([h.name for h in hosts]))
+                return self._fail(
+                    domain,
+                    now,
+                    False,
+                    451,
+                    "4.4.3",
+                    f"address lookup failed for {', '.join(temporary)}",
+                )
+            return self._fail(
+                domain, now, True, 550, "5.1.2", f"no address for the mail hosts of {domain}"
+            )
+        provider = self.policy.provider_for_domain(domain) or self.policy.provider_for_mx(
+            [h.name for h in hosts]
+        )
         return Route(domain, provider, tuple(hosts), self.port, False, now + ttl)
 
     async def _addresses(self, host: str) -> tuple[tuple[str, ...], bool]:
@@ -145,8 +175,16 @@ class Router:
                 failed = True
         return tuple(addresses), failed
 
-    def _fail(self, domain: str, now: float, permanent: bool, code: int, enhanced: str,
-              text: str) -> RouteFailure:
+    def _fail(
+        self, domain: str, now: float, permanent: bool, code: int, enhanced: str, text: str
+    ) -> RouteFailure:
         ttl = _NEGATIVE_TTL if permanent else _MIN_TTL
-        return RouteFailure(domain, permanent, code, enhanced, text,
-                            self.policy.provider_for_domain(domain), now + ttl)
+        return RouteFailure(
+            domain,
+            permanent,
+            code,
+            enhanced,
+            text,
+            self.policy.provider_for_domain(domain),
+            now + ttl,
+        )

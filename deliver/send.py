@@ -53,13 +53,20 @@ def sender_identity(settings: Settings) -> SenderIdentity:
     s = settings.sender
     domain = settings.require_domain()
     if not s.unsubscribe_url or not s.unsubscribe_url.startswith("https://"):
-        raise ConfigError(f"{settings.config_path}: sender.unsubscribe_url must be an https URL "
-                          "(RFC 8058 one-click unsubscribe)")
+        raise ConfigError(
+            f"{settings.config_path}: sender.unsubscribe_url must be an https URL "
+            "(RFC 8058 one-click unsubscribe)"
+        )
     if not s.unsubscribe_mailto or "@" not in s.unsubscribe_mailto:
         raise ConfigError(f"{settings.config_path}: sender.unsubscribe_mailto must be an address")
-    return SenderIdentity(domain=domain, bounce_domain=s.bounce_domain or domain,
-                          bounce_prefix=s.bounce_prefix, unsubscribe_url=s.unsubscribe_url,
-                          unsubscribe_mailto=s.unsubscribe_mailto, feedback_sender=s.feedback_id)
+    return SenderIdentity(
+        domain=domain,
+        bounce_domain=s.bounce_domain or domain,
+        bounce_prefix=s.bounce_prefix,
+        unsubscribe_url=s.unsubscribe_url,
+        unsubscribe_mailto=s.unsubscribe_mailto,
+        feedback_sender=s.feedback_id,
+    )
 
 
 def signers_for(settings: Settings) -> list[DkimSigner]:
@@ -70,8 +77,15 @@ def signers_for(settings: Settings) -> list[DkimSigner]:
     return [DkimSigner.from_file(domain, k.selector, k.key_file, k.algorithm) for k in keys]
 
 
-def build_engine(settings: Settings, store: Store, campaign: CampaignRecord, *,
-                 relay: str | None, linger: float | None, stats: SendStats) -> DeliveryEngine:
+def build_engine(
+    settings: Settings,
+    store: Store,
+    campaign: CampaignRecord,
+    *,
+    relay: str | None,
+    linger: float | None,
+    stats: SendStats,
+) -> DeliveryEngine:
     policy = ShapingPolicy.load(settings.shaping_file)
     tokens = TokenSigner(load_token_key(settings.sender.token_key_file))
     composer = MessageComposer(campaign, sender_identity(settings), tokens)
@@ -83,18 +97,33 @@ def build_engine(settings: Settings, store: Store, campaign: CampaignRecord, *,
             raise ConfigError(f"--relay {exc}") from None
         router = Router(None, policy, relay=relay_address)
     else:
-        resolver = Resolver(settings.dns.nameservers, timeout=settings.dns.timeout,
-                            concurrency=settings.dns.concurrency)
+        resolver = Resolver(
+            settings.dns.nameservers,
+            timeout=settings.dns.timeout,
+            concurrency=settings.dns.concurrency,
+        )
         router = Router(resolver, policy, port=settings.smtp.port)
-    return DeliveryEngine(store=store, campaign=campaign, composer=composer,
-                          signers=signers_for(settings), policy=policy, router=router,
-                          options=EngineOptions.from_settings(settings, linger),
-                          schedule=RetrySchedule.from_settings(settings.retry), stats=stats)
+    return DeliveryEngine(
+        store=store,
+        campaign=campaign,
+        composer=composer,
+        signers=signers_for(settings),
+        policy=policy,
+        router=router,
+        options=EngineOptions.from_settings(settings, linger),
+        schedule=RetrySchedule.from_settings(settings.retry),
+        stats=stats,
+    )
 
 
-async def _run_engine(settings: Settings, campaign_name: str, relay: str | None,
-                      linger: float | None, report: ProgressFn | None,
-                      stop: asyncio.Event) -> RunResult:
+async def _run_engine(
+    settings: Settings,
+    campaign_name: str,
+    relay: str | None,
+    linger: float | None,
+    report: ProgressFn | None,
+    stop: asyncio.Event,
+) -> RunResult:
     store = Store.open(settings.database_url)
     try:
         campaign = store.campaigns.get(campaign_name)
@@ -116,16 +145,28 @@ def _install_stop(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-def _worker_main(settings: Settings, campaign_name: str, relay: str | None, linger: float | None,
-                 updates: Any, index: int) -> None:
+def _worker_main(
+    settings: Settings,
+    campaign_name: str,
+    relay: str | None,
+    linger: float | None,
+    updates: Any,
+    index: int,
+) -> None:
     """A worker process: runs the engine, sends counter snapshots to the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns ^C into SIGTERM
 
     async def main() -> RunResult:
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        return await _run_engine(settings, campaign_name, relay, linger,
-                                 lambda snap: updates.put(("stats", index, snap)), stop)
+        return await _run_engine(
+            settings,
+            campaign_name,
+            relay,
+            linger,
+            lambda snap: updates.put(("stats", index, snap)),
+            stop,
+        )
 
     try:
         result = asyncio.run(main())
@@ -134,21 +175,39 @@ def _worker_main(settings: Settings, campaign_name: str, relay: str | None, ling
         updates.put(("error", index, f"{type(exc).__name__}: {exc}"))
 
 
-def run_send(settings: Settings, campaign_name: str, *, workers: int = 1, relay: str | None = None,
-             linger: float | None = None, progress: ProgressFn | None = None) -> SendSummary:
+def run_send(
+    settings: Settings,
+    campaign_name: str,
+    *,
+    workers: int = 1,
+    relay: str | None = None,
+    linger: float | None = None,
+    progress: ProgressFn | None = None,
+) -> SendSummary:
     started = time.monotonic()
     if workers <= 1:
         return _run_in_process(settings, campaign_name, relay, linger, progress, started)
     ctx = mp.get_context("spawn")
     updates = ctx.Queue()
-    procs = [ctx.Process(target=_worker_main, args=(settings, campaign_name, relay, linger, updates, i),
-                         name=f"sokures-worker-{i}") for i in range(workers)]
+    procs = [
+        ctx.Process(
+            target=_worker_main,
+            args=(settings, campaign_name, relay, linger, updates, i),
+            name=f"sokures-worker-{i}",
+        )
+        for i in range(workers)
+    ]
     for p in procs:
         p.start()
     snaps: dict[int, dict[str, Any]] = {}
     summary = SendSummary(campaign_name, 0.0, {})
     finished: set[int] = set()
-    previous = signal.signal(signal.SIGINT, lambda *_: [p.terminate() for p in procs])
+
+    def forward_interrupt(*_: object) -> None:
+        for p in procs:
+            p.terminate()
+
+    previous = signal.signal(signal.SIGINT, forward_interrupt)
     try:
         while len(finished) < workers:
             try:
@@ -182,13 +241,25 @@ def run_send(settings: Settings, campaign_name: str, *, workers: int = 1, relay:
     return summary
 
 
-def _run_in_process(settings: Settings, campaign_name: str, relay: str | None, linger: float | None,
-                    progress: ProgressFn | None, started: float) -> SendSummary:
+def _run_in_process(
+    settings: Settings,
+    campaign_name: str,
+    relay: str | None,
+    linger: float | None,
+    progress: ProgressFn | None,
+    started: float,
+) -> SendSummary:
     async def main() -> RunResult:
         stop = asyncio.Event()
         _install_stop(stop)
         return await _run_engine(settings, campaign_name, relay, linger, progress, stop)
 
     result = asyncio.run(main())
-    return SendSummary(campaign_name, time.monotonic() - started, dict(result.stats),
-                       waiting=result.waiting, next_due=result.next_due, stopped=result.stopped)
+    return SendSummary(
+        campaign_name,
+        time.monotonic() - started,
+        dict(result.stats),
+        waiting=result.waiting,
+        next_due=result.next_due,
+        stopped=result.stopped,
+    )

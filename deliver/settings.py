@@ -169,7 +169,8 @@ class Settings:
     def require_domain(self) -> str:
         if not self.sender.domain:
             raise ConfigError(
-                f"no sender domain configured in {self.config_path}: run `sokures init --domain DOMAIN`"
+                f"no sender domain configured in {self.config_path}: "
+                "run `sokures init --domain DOMAIN`"
             )
         return self.sender.domain
 
@@ -184,9 +185,15 @@ _SECTIONS: dict[str, type[Any]] = {
     "engine": EngineSettings,
 }
 _DURATION_FIELDS = {
-    ("retry", "initial"), ("retry", "max_interval"), ("retry", "max_age"),
-    ("engine", "lease_seconds"), ("engine", "linger"), ("engine", "record_interval"),
-    ("smtp", "connect_timeout"), ("smtp", "command_timeout"), ("dns", "timeout"),
+    ("retry", "initial"),
+    ("retry", "max_interval"),
+    ("retry", "max_age"),
+    ("engine", "lease_seconds"),
+    ("engine", "linger"),
+    ("engine", "record_interval"),
+    ("smtp", "connect_timeout"),
+    ("smtp", "command_timeout"),
+    ("dns", "timeout"),
 }
 
 
@@ -262,8 +269,14 @@ def _build(flat: dict[str, Any], path: Path, base: Path) -> Settings:
         for f in fields(cls):
             key = f"{section}.{f.name}"
             if key in flat:
-                values[f.name] = _coerce(flat.pop(key), hints[f.name], key, where, base,
-                                         duration=(section, f.name) in _DURATION_FIELDS)
+                values[f.name] = _coerce(
+                    flat.pop(key),
+                    hints[f.name],
+                    key,
+                    where,
+                    base,
+                    duration=(section, f.name) in _DURATION_FIELDS,
+                )
         sections[section] = cls(**values)
     database_url = str(flat.pop("database.url", DEFAULT_DATABASE_URL))
     shaping = flat.pop("shaping.file", None)
@@ -274,8 +287,10 @@ def _build(flat: dict[str, Any], path: Path, base: Path) -> Settings:
     sign_with = tuple(sign_with or ())
     unknown_selectors = set(sign_with) - {k.selector for k in keys}
     if unknown_selectors:
-        raise ConfigError(f"{where('dkim.sign_with')}: no key with selector "
-                          f"{', '.join(sorted(unknown_selectors))}")
+        raise ConfigError(
+            f"{where('dkim.sign_with')}: no key with selector "
+            f"{', '.join(sorted(unknown_selectors))}"
+        )
     if flat:
         raise ConfigError(f"{where(sorted(flat)[0])}: unknown setting")
     sender: SenderSettings = sections["sender"]
@@ -312,8 +327,9 @@ def _dkim_keys(raw: Any, where: Any, base: Path) -> tuple[DkimKey, ...]:
         except KeyError as exc:
             raise ConfigError(f"{where(key)}.{exc.args[0]}: missing") from None
         if algorithm not in DKIM_ALGORITHMS:
-            raise ConfigError(f"{where(key)}.algorithm: {algorithm!r} is not one of "
-                              f"{', '.join(DKIM_ALGORITHMS)}")
+            raise ConfigError(
+                f"{where(key)}.algorithm: {algorithm!r} is not one of {', '.join(DKIM_ALGORITHMS)}"
+            )
         keys.append(DkimKey(str(selector), algorithm, _path(key_file, base)))
     return tuple(keys)
 

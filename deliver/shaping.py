@@ -34,8 +34,17 @@ __all__ = [
 SHIPPED = Path(__file__).with_name("shaping.toml")
 ACTIONS = ("suspend", "set_rate", "set_connections", "bounce")
 TLS_MODES = ("opportunistic", "required", "disabled")
-_PROVIDER_KEYS = {"mx_suffixes", "domains", "connection_limit", "messages_per_connection",
-                  "max_message_rate", "burst", "tls", "rules", "replace"}
+_PROVIDER_KEYS = {
+    "mx_suffixes",
+    "domains",
+    "connection_limit",
+    "messages_per_connection",
+    "max_message_rate",
+    "burst",
+    "tls",
+    "rules",
+    "replace",
+}
 _RULE_KEYS = {"id", "match", "trigger", "action", "rate", "connections", "duration"}
 
 
@@ -101,8 +110,12 @@ class ShapingPolicy:
         return cls.from_dict(raw, origin, tuple(sources))
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any], origin: Mapping[str, str] | None = None,
-                  sources: tuple[str, ...] = ()) -> ShapingPolicy:
+    def from_dict(
+        cls,
+        raw: Mapping[str, Any],
+        origin: Mapping[str, str] | None = None,
+        sources: tuple[str, ...] = (),
+    ) -> ShapingPolicy:
         origin = origin or {}
         unknown = set(raw) - {"default", "providers"}
         if unknown:
@@ -146,8 +159,9 @@ class ShapingPolicy:
     def rules_for(self, provider: str | None) -> tuple[AutomationRule, ...]:
         p = self.provider(provider)
         own = {r.id for r in p.rules}
-        inherited = () if p is self.default else tuple(
-            r for r in self.default.rules if r.id not in own)
+        inherited = (
+            () if p is self.default else tuple(r for r in self.default.rules if r.id not in own)
+        )
         return p.rules + inherited
 
     def matching_rules(self, provider: str | None, reply: str) -> list[AutomationRule]:
@@ -173,8 +187,13 @@ def gcra(tat: float, now: float, interval: float, burst: int) -> tuple[float, fl
     return 0.0, tat + interval
 
 
-def effective_limits(policy: ProviderPolicy, rules: Iterable[AutomationRule],
-                     active: Mapping[str, float], now: float, workers: int = 1) -> EffectiveLimits:
+def effective_limits(
+    policy: ProviderPolicy,
+    rules: Iterable[AutomationRule],
+    active: Mapping[str, float],
+    now: float,
+    workers: int = 1,
+) -> EffectiveLimits:
     """Limits for one worker out of ``workers``: the provider's, tightened by active rules.
 
     ``active`` maps rule ids to the time they hold until. Rates and connection limits
@@ -201,9 +220,14 @@ def effective_limits(policy: ProviderPolicy, rules: Iterable[AutomationRule],
         rate = rate.scaled(1 / workers)
         if len(in_force):
             burst = 1  # a provider that complained gets exact pacing
-    return EffectiveLimits(rate=rate, connections=max(1, connections // workers),
-                           messages_per_connection=policy.messages_per_connection,
-                           burst=burst, suspended_until=suspended, rules=tuple(in_force))
+    return EffectiveLimits(
+        rate=rate,
+        connections=max(1, connections // workers),
+        messages_per_connection=policy.messages_per_connection,
+        burst=burst,
+        suspended_until=suspended,
+        rules=tuple(in_force),
+    )
 
 
 # ----------------------------------------------------------------- parsing --
@@ -222,8 +246,9 @@ def _origins(raw: Mapping[str, Any], source: str) -> dict[str, str]:
     return origin
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any], origin: dict[str, str],
-           source: str) -> dict[str, Any]:
+def _merge(
+    base: dict[str, Any], extra: dict[str, Any], origin: dict[str, str], source: str
+) -> dict[str, Any]:
     """Merge the operator's file over the shipped one (see the header of shaping.toml)."""
     out = {"default": dict(base.get("default", {})), "providers": dict(base.get("providers", {}))}
     for key in extra:
@@ -251,8 +276,9 @@ def _merge_table(old: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _provider(name: str, raw: Mapping[str, Any], default: ProviderPolicy | None,
-              where: str) -> ProviderPolicy:
+def _provider(
+    name: str, raw: Mapping[str, Any], default: ProviderPolicy | None, where: str
+) -> ProviderPolicy:
     prefix = "default" if default is None else f"providers.{name}"
     unknown = set(raw) - _PROVIDER_KEYS
     if unknown:
@@ -266,7 +292,9 @@ def _provider(name: str, raw: Mapping[str, Any], default: ProviderPolicy | None,
         if key in raw:
             values[key] = _positive_int(raw[key], where, f"{prefix}.{key}")
     if "max_message_rate" in raw:
-        values["max_message_rate"] = _rate(raw["max_message_rate"], where, f"{prefix}.max_message_rate")
+        values["max_message_rate"] = _rate(
+            raw["max_message_rate"], where, f"{prefix}.max_message_rate"
+        )
     if "tls" in raw:
         if raw["tls"] not in TLS_MODES:
             raise PolicyError(where, f"{prefix}.tls", f"must be one of {', '.join(TLS_MODES)}")
@@ -281,8 +309,10 @@ def _provider(name: str, raw: Mapping[str, Any], default: ProviderPolicy | None,
     values["rules"] = parsed
     if default is None:
         return replace(base, **values)
-    inherited = {k: getattr(base, k) for k in ("connection_limit", "messages_per_connection",
-                                                "max_message_rate", "burst", "tls")}
+    inherited = {
+        k: getattr(base, k)
+        for k in ("connection_limit", "messages_per_connection", "max_message_rate", "burst", "tls")
+    }
     return ProviderPolicy(**{**inherited, **values})
 
 
@@ -300,26 +330,38 @@ def _rule(raw: Any, where: str, key: str) -> AutomationRule:
         try:
             patterns.append(re.compile(text))
         except re.error as exc:
-            raise PolicyError(where, f"{key}.match", f"invalid regular expression {text!r}: {exc}") from None
+            raise PolicyError(
+                where, f"{key}.match", f"invalid regular expression {text!r}: {exc}"
+            ) from None
     actions = tuple(_strings(raw["action"], where, f"{key}.action"))
     for a in actions:
         if a not in ACTIONS:
             raise PolicyError(where, f"{key}.action", f"{a!r} is not one of {', '.join(ACTIONS)}")
     threshold, window = _trigger(raw.get("trigger", "immediate"), where, f"{key}.trigger")
     rate = _rate(raw["rate"], where, f"{key}.rate") if "rate" in raw else None
-    connections = _positive_int(raw["connections"], where, f"{key}.connections") \
-        if "connections" in raw else None
+    connections = (
+        _positive_int(raw["connections"], where, f"{key}.connections")
+        if "connections" in raw
+        else None
+    )
     if "set_rate" in actions and rate is None:
-        raise PolicyError(where, f"{key}.rate", "set_rate needs rate = \"N/unit\"")
+        raise PolicyError(where, f"{key}.rate", 'set_rate needs rate = "N/unit"')
     if "set_connections" in actions and connections is None:
         raise PolicyError(where, f"{key}.connections", "set_connections needs connections = N")
     try:
         duration = parse_duration(raw["duration"])
     except ValueError as exc:
         raise PolicyError(where, f"{key}.duration", str(exc)) from None
-    return AutomationRule(id=str(raw["id"]), patterns=tuple(patterns), threshold=threshold,
-                          window=window, actions=actions, duration=duration, rate=rate,
-                          connections=connections)
+    return AutomationRule(
+        id=str(raw["id"]),
+        patterns=tuple(patterns),
+        threshold=threshold,
+        window=window,
+        actions=actions,
+        duration=duration,
+        rate=rate,
+        connections=connections,
+    )
 
 
 def _trigger(value: Any, where: str, key: str) -> tuple[int, float]:
@@ -328,7 +370,9 @@ def _trigger(value: Any, where: str, key: str) -> tuple[int, float]:
     try:
         rate = parse_rate(str(value))
     except ValueError:
-        raise PolicyError(where, key, f"{value!r}: use \"immediate\" or \"N/h\" (N matches per hour)") from None
+        raise PolicyError(
+            where, key, f'{value!r}: use "immediate" or "N/h" (N matches per hour)'
+        ) from None
     if rate.count != int(rate.count):
         raise PolicyError(where, key, "the count must be a whole number")
     return int(rate.count), rate.per_seconds

@@ -10,6 +10,7 @@ the handshake fails (RFC 7435: unauthenticated encryption beats none),
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import time
 from dataclasses import dataclass
@@ -81,8 +82,17 @@ _TLS = _tls_context()
 class SmtpSession:
     """One SMTP connection to one address of one MX host."""
 
-    def __init__(self, host: MxHost, address: str, port: int, *, helo: str, tls: str,
-                 connect_timeout: float, command_timeout: float) -> None:
+    def __init__(
+        self,
+        host: MxHost,
+        address: str,
+        port: int,
+        *,
+        helo: str,
+        tls: str,
+        connect_timeout: float,
+        command_timeout: float,
+    ) -> None:
         self.host = host
         self.address = address
         self.port = port
@@ -91,9 +101,14 @@ class SmtpSession:
         self.connect_timeout = connect_timeout
         self.tls = False
         self.sent = 0
-        self._smtp = aiosmtplib.SMTP(hostname=address, port=port, local_hostname=helo,
-                                     timeout=command_timeout, start_tls=False,
-                                     validate_certs=False)
+        self._smtp = aiosmtplib.SMTP(
+            hostname=address,
+            port=port,
+            local_hostname=helo,
+            timeout=command_timeout,
+            start_tls=False,
+            validate_certs=False,
+        )
 
     async def open(self, *, allow_tls: bool = True) -> Delivery:
         """Connect, EHLO, STARTTLS per policy; the reply says whether it worked."""
@@ -103,7 +118,11 @@ class SmtpSession:
             await self._smtp.connect(timeout=self.connect_timeout)
             stage = "ehlo"
             await self._smtp.ehlo()
-            if self.tls_mode != "disabled" and allow_tls and self._smtp.supports_extension("starttls"):
+            if (
+                self.tls_mode != "disabled"
+                and allow_tls
+                and self._smtp.supports_extension("starttls")
+            ):
                 stage = "starttls"
                 await self._smtp.starttls(tls_context=_TLS, server_hostname=self.host.name)
                 self.tls = True
@@ -111,15 +130,24 @@ class SmtpSession:
                 await self._smtp.ehlo()
             elif self.tls_mode == "required":
                 self.close()
-                return Delivery(SmtpReply(None, "4.7.10", f"{self.host.name} does not offer STARTTLS "
-                                          "and TLS is required"), "starttls", False, _since(started))
+                return Delivery(
+                    SmtpReply(
+                        None,
+                        "4.7.10",
+                        f"{self.host.name} does not offer STARTTLS and TLS is required",
+                    ),
+                    "starttls",
+                    False,
+                    _since(started),
+                )
         except SMTPResponseException as exc:
             self.close()
             return Delivery(SmtpReply.of(exc.code, exc.message), stage, False, _since(started))
         except (SMTPException, OSError, ssl.SSLError) as exc:
             self.close()
-            return Delivery(SmtpReply(None, None, self._describe(stage, exc)), stage, False,
-                            _since(started))
+            return Delivery(
+                SmtpReply(None, None, self._describe(stage, exc)), stage, False, _since(started)
+            )
         return Delivery(SmtpReply(220, None, "ready"), stage, True, _since(started))
 
     async def send(self, envelope_from: str, rcpt: str, data: bytes) -> Delivery:
@@ -138,8 +166,9 @@ class SmtpSession:
             return Delivery(reply, stage, usable, _since(started))
         except (SMTPServerDisconnected, SMTPTimeoutError, SMTPException, OSError) as exc:
             self.close()
-            return Delivery(SmtpReply(None, None, self._describe(stage, exc)), stage, False,
-                            _since(started))
+            return Delivery(
+                SmtpReply(None, None, self._describe(stage, exc)), stage, False, _since(started)
+            )
         self.sent += 1
         return Delivery(SmtpReply.of(response.code, response.message), stage, True, _since(started))
 
@@ -153,10 +182,8 @@ class SmtpSession:
 
     async def quit(self) -> None:
         if self._smtp.is_connected:
-            try:
+            with contextlib.suppress(SMTPException, OSError):
                 await self._smtp.quit()
-            except (SMTPException, OSError):
-                pass
         self.close()
 
     def close(self) -> None:
@@ -180,8 +207,9 @@ class SmtpSession:
         return f"{stage} failed with {where}: {exc}"
 
 
-async def open_session(route: Route, *, helo: str, tls: str, connect_timeout: float,
-                       command_timeout: float) -> tuple[SmtpSession | None, Delivery]:
+async def open_session(
+    route: Route, *, helo: str, tls: str, connect_timeout: float, command_timeout: float
+) -> tuple[SmtpSession | None, Delivery]:
     """A session with the first host of the route that answers; else the last failure.
 
     A host that cannot be reached or greets with an error is skipped for the next one
@@ -190,15 +218,28 @@ async def open_session(route: Route, *, helo: str, tls: str, connect_timeout: fl
     last: Delivery | None = None
     for host in route.hosts:
         for address in host.addresses:
-            session = SmtpSession(host, address, route.port, helo=helo, tls=tls,
-                                  connect_timeout=connect_timeout, command_timeout=command_timeout)
+            session = SmtpSession(
+                host,
+                address,
+                route.port,
+                helo=helo,
+                tls=tls,
+                connect_timeout=connect_timeout,
+                command_timeout=command_timeout,
+            )
             result = await session.open()
             if result.usable:
                 return session, result
             if result.stage == "starttls" and tls == "opportunistic" and result.reply.code is None:
-                session = SmtpSession(host, address, route.port, helo=helo, tls=tls,
-                                      connect_timeout=connect_timeout,
-                                      command_timeout=command_timeout)
+                session = SmtpSession(
+                    host,
+                    address,
+                    route.port,
+                    helo=helo,
+                    tls=tls,
+                    connect_timeout=connect_timeout,
+                    command_timeout=command_timeout,
+                )
                 result = await session.open(allow_tls=False)
                 if result.usable:
                     return session, result

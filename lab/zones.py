@@ -247,8 +247,10 @@ _SHAPES: dict[str, tuple[Callable[..., RecordValue], tuple[str, ...], tuple[int 
 def _structured(rtype: str, value: object) -> RecordValue:
     """An MX, SOA, CAA or TLSA value: a list of fields, each checked by its rule."""
     kind, names, rules = _SHAPES[rtype]
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) != len(
-        names
+    if (
+        isinstance(value, str | bytes)
+        or not isinstance(value, Sequence)
+        or len(value) != len(names)
     ):
         raise ZoneError(f"{rtype} value must be [{', '.join(names)}], got {value!r}")
     checked = zip(names, rules, value, strict=True)

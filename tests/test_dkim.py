@@ -33,22 +33,27 @@ from tests.servers.opendkim import OpenDkimVerifier
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "dkim"
 RSA = generate_key("rsa-sha256")
 ED = generate_key("ed25519-sha256")
-RSA_PEM = RSA.private_bytes(serialization.Encoding.PEM,
-                            serialization.PrivateFormat.TraditionalOpenSSL,
-                            serialization.NoEncryption())
-ED_SEED = base64.b64encode(ED.private_bytes(serialization.Encoding.Raw,
-                                            serialization.PrivateFormat.Raw,
-                                            serialization.NoEncryption()))
+RSA_PEM = RSA.private_bytes(
+    serialization.Encoding.PEM,
+    serialization.PrivateFormat.TraditionalOpenSSL,
+    serialization.NoEncryption(),
+)
+ED_SEED = base64.b64encode(
+    ED.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+)
 
 MESSAGE = (
-    b"From: \"Alice Example\" <alice@example.com>\r\n"
+    b'From: "Alice Example" <alice@example.com>\r\n'
     b"To: bob@example.org\r\n"
     b"Subject:  The   weekly\r\n\tnewsletter \r\n"
     b"Date: Sun, 22 Nov 2026 10:00:00 +0000\r\n"
     b"Message-ID: <1.2.abc@example.com>\r\n"
     b"MIME-Version: 1.0\r\n"
     b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"List-Unsubscribe: <https://example.com/u/t0k3n>,\r\n <mailto:unsubscribe+t0k3n@example.com>\r\n"
+    b"List-Unsubscribe: <https://example.com/u/t0k3n>,\r\n"
+    b" <mailto:unsubscribe+t0k3n@example.com>\r\n"
     b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
     b"Feedback-ID: c1:default:newsletter:sokures\r\n"
     b"\r\n"
@@ -56,19 +61,42 @@ MESSAGE = (
 )
 
 
-def dkimpy_sign(message: bytes, algorithm: str, canon: tuple[bytes, bytes],
-                include: tuple[bytes, ...], identity: bytes | None = None) -> bytes:
+def dkimpy_sign(
+    message: bytes,
+    algorithm: str,
+    canon: tuple[bytes, bytes],
+    include: tuple[bytes, ...],
+    identity: bytes | None = None,
+) -> bytes:
     key = RSA_PEM if algorithm == "rsa-sha256" else ED_SEED
-    return dkimpy.sign(message, b"sel", b"example.com", key, identity=identity,
-                       canonicalize=canon, include_headers=list(include),
-                       signature_algorithm=algorithm.encode())
+    return dkimpy.sign(
+        message,
+        b"sel",
+        b"example.com",
+        key,
+        identity=identity,
+        canonicalize=canon,
+        include_headers=list(include),
+        signature_algorithm=algorithm.encode(),
+    )
 
 
-def ours(algorithm: str, canon: tuple[bytes, bytes], include: tuple[bytes, ...],
-         identity: bytes | None = None) -> DkimSigner:
+def ours(
+    algorithm: str,
+    canon: tuple[bytes, bytes],
+    include: tuple[bytes, ...],
+    identity: bytes | None = None,
+) -> DkimSigner:
     key = RSA if algorithm == "rsa-sha256" else ED
-    return DkimSigner(b"example.com", b"sel", key, include_headers=include,
-                      header_canon=canon[0], body_canon=canon[1], identity=identity)
+    return DkimSigner(
+        b"example.com",
+        b"sel",
+        key,
+        include_headers=include,
+        header_canon=canon[0],
+        body_canon=canon[1],
+        identity=identity,
+    )
 
 
 def timestamp_of(signature: bytes) -> int:
@@ -77,8 +105,12 @@ def timestamp_of(signature: bytes) -> int:
     return int(m.group(1))
 
 
-CANONS = [(b"relaxed", b"simple"), (b"simple", b"simple"), (b"relaxed", b"relaxed"),
-          (b"simple", b"relaxed")]
+CANONS = [
+    (b"relaxed", b"simple"),
+    (b"simple", b"simple"),
+    (b"relaxed", b"relaxed"),
+    (b"simple", b"relaxed"),
+]
 
 
 @pytest.mark.parametrize("algorithm", ["rsa-sha256", "ed25519-sha256"])
@@ -86,17 +118,33 @@ CANONS = [(b"relaxed", b"simple"), (b"simple", b"simple"), (b"relaxed", b"relaxe
 def test_identical_to_dkimpy(algorithm: str, canon: tuple[bytes, bytes]) -> None:
     reference = dkimpy_sign(MESSAGE, algorithm, canon, DEFAULT_SIGNED_HEADERS)
     mine = ours(algorithm, canon, DEFAULT_SIGNED_HEADERS).sign_message(
-        MESSAGE, timestamp_of(reference))
+        MESSAGE, timestamp_of(reference)
+    )
     assert mine == reference
 
 
 # Messages as a sender (or an attacker) might write them: folded and padded headers,
 # repeated names, bodies with trailing blank lines and whitespace, empty bodies.
-header_names = st.sampled_from([b"From", b"To", b"Subject", b"Date", b"Message-ID", b"Cc",
-                                b"Reply-To", b"X-Custom", b"List-Unsubscribe", b"subject"])
+header_names = st.sampled_from(
+    [
+        b"From",
+        b"To",
+        b"Subject",
+        b"Date",
+        b"Message-ID",
+        b"Cc",
+        b"Reply-To",
+        b"X-Custom",
+        b"List-Unsubscribe",
+        b"subject",
+    ]
+)
 value_chars = st.sampled_from([b"a", b"Z", b"0", b" ", b"\t", b"  ", b";", b"=", b"<", b"@", b"."])
-header_value = st.lists(value_chars, max_size=40).map(b"".join).flatmap(
-    lambda v: st.sampled_from([v, v + b"\r\n\tmore", b" " + v, v + b"\r\n  folded  "]))
+header_value = (
+    st.lists(value_chars, max_size=40)
+    .map(b"".join)
+    .flatmap(lambda v: st.sampled_from([v, v + b"\r\n\tmore", b" " + v, v + b"\r\n  folded  "]))
+)
 body_line = st.lists(st.sampled_from([b"x", b" ", b"\t", b"word", b"."]), max_size=12).map(b"".join)
 
 
@@ -106,18 +154,25 @@ def messages(draw: st.DrawFn) -> bytes:
     headers.insert(draw(st.integers(0, len(headers))), (b"From", b"a@example.com"))
     body = draw(st.lists(body_line, max_size=8))
     trailing = draw(st.sampled_from([b"", b"\r\n", b"\r\n\r\n\r\n", b" \r\n\t\r\n"]))
-    head = b"".join(n + b":" + (b" " if not v.startswith(b" ") else b"") + v + b"\r\n"
-                    for n, v in headers)
+    head = b"".join(
+        n + b":" + (b" " if not v.startswith(b" ") else b"") + v + b"\r\n" for n, v in headers
+    )
     return head + b"\r\n" + b"\r\n".join(body) + trailing
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(message=messages(), canon=st.sampled_from(CANONS),
-       algorithm=st.sampled_from(["rsa-sha256", "ed25519-sha256"]),
-       include=st.lists(st.sampled_from([b"to", b"subject", b"cc", b"date", b"x-custom",
-                                         b"reply-to", b"from"]), max_size=6))
-def test_identical_to_dkimpy_for_any_message(message: bytes, canon: tuple[bytes, bytes],
-                                             algorithm: str, include: list[bytes]) -> None:
+@given(
+    message=messages(),
+    canon=st.sampled_from(CANONS),
+    algorithm=st.sampled_from(["rsa-sha256", "ed25519-sha256"]),
+    include=st.lists(
+        st.sampled_from([b"to", b"subject", b"cc", b"date", b"x-custom", b"reply-to", b"from"]),
+        max_size=6,
+    ),
+)
+def test_identical_to_dkimpy_for_any_message(
+    message: bytes, canon: tuple[bytes, bytes], algorithm: str, include: list[bytes]
+) -> None:
     headers = (b"from", *include)
     reference = dkimpy_sign(message, algorithm, canon, headers)
     mine = ours(algorithm, canon, headers).sign_message(message, timestamp_of(reference))
@@ -131,7 +186,9 @@ def test_signing_composed_headers_equals_signing_the_bytes() -> None:
 
 
 def test_identity_tag_matches_dkimpy() -> None:
-    reference = dkimpy_sign(MESSAGE, "rsa-sha256", CANONS[0], (b"from",), identity=b"news@example.com")
+    reference = dkimpy_sign(
+        MESSAGE, "rsa-sha256", CANONS[0], (b"from",), identity=b"news@example.com"
+    )
     mine = ours("rsa-sha256", CANONS[0], (b"from",), identity=b"news@example.com")
     assert mine.sign_message(MESSAGE, timestamp_of(reference)) == reference
 
@@ -169,8 +226,12 @@ def test_published_rfc8463_key_verifies() -> None:
     record = manifest["dns_txt"]["brisbane._domainkey.football.example.com."].encode()
     key = load_private_key(CORPUS / "rfc8032_7_1.key", "ed25519-sha256")
     message = (CORPUS / "rfc6376.msg").read_bytes()
-    signer = DkimSigner(b"football.example.com", b"brisbane", key,
-                        include_headers=(b"from", b"to", b"subject", b"date", b"message-id"))
+    signer = DkimSigner(
+        b"football.example.com",
+        b"brisbane",
+        key,
+        include_headers=(b"from", b"to", b"subject", b"date", b"message-id"),
+    )
     signed = signer.sign_message(message, int(time.time())) + message.replace(b"\n", b"\r\n")
 
     def dnsfunc(name: bytes, timeout: int = 5) -> bytes | None:
@@ -181,10 +242,13 @@ def test_published_rfc8463_key_verifies() -> None:
 
 
 def test_opendkim_verifies_rsa_ed25519_and_dual_signatures() -> None:
-    zone = ZoneData(("example.com",), {
-        "rsa._domainkey.example.com": [Record("TXT", dns_record(RSA))],
-        "ed._domainkey.example.com": [Record("TXT", dns_record(ED))],
-    })
+    zone = ZoneData(
+        ("example.com",),
+        {
+            "rsa._domainkey.example.com": [Record("TXT", dns_record(RSA))],
+            "ed._domainkey.example.com": [Record("TXT", dns_record(ED))],
+        },
+    )
     rsa = DkimSigner(b"example.com", b"rsa", RSA)
     ed = DkimSigner(b"example.com", b"ed", ED)
     now = int(time.time())
@@ -206,7 +270,9 @@ def test_private_keys_are_owner_only_and_never_overwritten(tmp_path: Path) -> No
         write_private_key(RSA, path)
     assert load_private_key(path, "rsa-sha256").private_numbers() == RSA.private_numbers()
     # dkimpy and OpenDKIM read the PKCS#1 file as it is
-    assert dkimpy.sign(MESSAGE, b"sel", b"example.com", path.read_bytes()).startswith(b"DKIM-Signature")
+    assert dkimpy.sign(MESSAGE, b"sel", b"example.com", path.read_bytes()).startswith(
+        b"DKIM-Signature"
+    )
 
 
 def test_key_errors_name_the_file_and_never_the_key(tmp_path: Path) -> None:

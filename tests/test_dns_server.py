@@ -171,9 +171,7 @@ def test_nodata_when_the_name_exists_without_the_type(server: DnsServerProcess) 
 
 
 @pytest.mark.parametrize("name", ["empty.example.test", "below.empty.example.test"])
-def test_an_empty_non_terminal_is_nodata_not_nxdomain(
-    server: DnsServerProcess, name: str
-) -> None:
+def test_an_empty_non_terminal_is_nodata_not_nxdomain(server: DnsServerProcess, name: str) -> None:
     response = query(server, name, "A")
     assert response.rcode() == dns.rcode.NOERROR
     assert response.answer == []

@@ -49,9 +49,14 @@ class SendProgress:
     def __init__(self, campaign: str, total_pending: int, *, enabled: bool = True) -> None:
         self.enabled = enabled and err_console.is_terminal
         self.total = max(total_pending, 1)
-        self.progress = Progress(TextColumn(f"sending [b]{campaign}[/b]"), BarColumn(),
-                                 TaskProgressColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
-                                 TimeElapsedColumn(), console=err_console)
+        self.progress = Progress(
+            TextColumn(f"sending [b]{campaign}[/b]"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.completed:,}/{task.total:,}"),
+            TimeElapsedColumn(),
+            console=err_console,
+        )
         self.task = self.progress.add_task("send", total=self.total)
         self.live = Live(console=err_console, refresh_per_second=4, transient=False)
         self._history: list[tuple[float, int]] = []
@@ -69,8 +74,11 @@ class SendProgress:
         if not self.enabled:
             return
         counts: dict[str, dict[str, int]] = snap.get("counts", {})
-        finished = sum(c.get(s, 0) for c in counts.values() for s in
-                       ("delivered", "bounced", "expired", "suppressed"))
+        finished = sum(
+            c.get(s, 0)
+            for c in counts.values()
+            for s in ("delivered", "bounced", "expired", "suppressed")
+        )
         attempts = sum(sum(c.values()) for c in counts.values())
         self.progress.update(self.task, completed=min(finished, self.total))
         now = time.monotonic()
@@ -79,13 +87,16 @@ class SendProgress:
         rate = (attempts - self._history[0][1]) / span if span > 0.5 else 0.0
         table = Table(box=None, padding=(0, 2))
         table.add_column("provider")
-        for c in self.COLUMNS:
-            table.add_column(c, justify="right")
+        for column in self.COLUMNS:
+            table.add_column(column, justify="right")
         table.add_column("rules in force")
         rules = snap.get("rules", {})
         for provider, c in sorted(counts.items()):
-            table.add_row(provider, *(f"{c.get(k, 0):,}" for k in self.COLUMNS),
-                          ", ".join(rules.get(provider, [])) or "·")
+            table.add_row(
+                provider,
+                *(f"{c.get(k, 0):,}" for k in self.COLUMNS),
+                ", ".join(rules.get(provider, [])) or "·",
+            )
         footer = f"[dim]{rate:,.0f} attempts/s over the last 5 s"
         if snap.get("postponed"):
             footer += f"; {snap['postponed']:,} held back by shaping"

@@ -43,8 +43,14 @@ class Store:
     @classmethod
     def open(cls, url: str) -> Store:
         engine = open_engine(url)
-        return cls(engine, ContactStore(engine), CampaignStore(engine), QueueStore(engine),
-                   ShapingStateStore(engine), DomainStore(engine))
+        return cls(
+            engine,
+            ContactStore(engine),
+            CampaignStore(engine),
+            QueueStore(engine),
+            ShapingStateStore(engine),
+            DomainStore(engine),
+        )
 
     def close(self) -> None:
         self.engine.dispose()

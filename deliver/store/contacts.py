@@ -17,14 +17,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from deliver.errors import NotFound
-from deliver.store.models import Contact, ContactImport, ContactList, ListMember
+from deliver.store.models import Contact, ContactImport, ContactList, ListMember, table
 
 __all__ = ["ContactRow", "ContactStore", "MergeCounts"]
 
-C = Contact.__table__
-L = ContactList.__table__
-LM = ListMember.__table__
-I = ContactImport.__table__  # noqa: E741
+C = table(Contact)
+L = table(ContactList)
+LM = table(ListMember)
+I = table(ContactImport)  # noqa: E741
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,17 +72,34 @@ class ContactStore:
 
     def start_import(self, source: str, list_id: int, now: float) -> int:
         with self.engine.begin() as conn:
-            return int(conn.execute(insert(I).values(source=source, list_id=list_id, started_at=now)
-                                    .returning(I.c.id)).scalar_one())
+            return int(
+                conn.execute(
+                    insert(I)
+                    .values(source=source, list_id=list_id, started_at=now)
+                    .returning(I.c.id)
+                ).scalar_one()
+            )
 
-    def finish_import(self, import_id: int, now: float, *, rows: int, counts: MergeCounts,
-                      bad: int) -> None:
+    def finish_import(
+        self, import_id: int, now: float, *, rows: int, counts: MergeCounts, bad: int
+    ) -> None:
         with self.engine.begin() as conn:
-            conn.execute(update(I).where(I.c.id == import_id).values(
-                finished_at=now, rows=rows, inserted=counts.inserted, updated=counts.updated,
-                duplicates=counts.duplicates, bad=bad))
+            conn.execute(
+                update(I)
+                .where(I.c.id == import_id)
+                .values(
+                    finished_at=now,
+                    rows=rows,
+                    inserted=counts.inserted,
+                    updated=counts.updated,
+                    duplicates=counts.duplicates,
+                    bad=bad,
+                )
+            )
 
-    def merge(self, rows: Sequence[ContactRow], import_id: int, list_id: int, now: float) -> MergeCounts:
+    def merge(
+        self, rows: Sequence[ContactRow], import_id: int, list_id: int, now: float
+    ) -> MergeCounts:
         """Insert new contacts, update known ones, add all to the list; one transaction."""
         for attempt in range(3):
             try:
@@ -93,8 +110,9 @@ class ContactStore:
                     raise
         raise AssertionError("unreachable")
 
-    def _merge_once(self, rows: Sequence[ContactRow], import_id: int, list_id: int,
-                    now: float) -> MergeCounts:
+    def _merge_once(
+        self, rows: Sequence[ContactRow], import_id: int, list_id: int, now: float
+    ) -> MergeCounts:
         counts = MergeCounts()
         latest: dict[str, ContactRow] = {}
         for row in rows:
@@ -104,10 +122,23 @@ class ContactStore:
             else:
                 latest[row.email_key] = row
         with self.engine.begin() as conn:
-            existing = {r.email_key: r for r in conn.execute(
-                select(C.c.id, C.c.email_key, C.c.name, C.c.phone, C.c.locale, C.c.fields,
-                       C.c.last_import_id).where(C.c.email_key.in_(list(latest))))}
-            new = [_insert_values(r, import_id, now) for k, r in latest.items() if k not in existing]
+            existing = {
+                r.email_key: r
+                for r in conn.execute(
+                    select(
+                        C.c.id,
+                        C.c.email_key,
+                        C.c.name,
+                        C.c.phone,
+                        C.c.locale,
+                        C.c.fields,
+                        C.c.last_import_id,
+                    ).where(C.c.email_key.in_(list(latest)))
+                )
+            }
+            new = [
+                _insert_values(r, import_id, now) for k, r in latest.items() if k not in existing
+            ]
             changed = []
             for key, old in existing.items():
                 if old.last_import_id == import_id:
@@ -117,18 +148,31 @@ class ContactStore:
                 changed.append(_update_values(old, latest[key], import_id, now))
             ids = [old.id for old in existing.values()]
             if new:
-                result = conn.execute(insert(C).returning(C.c.id, sort_by_parameter_order=True), new)
+                result = conn.execute(
+                    insert(C).returning(C.c.id, sort_by_parameter_order=True), new
+                )
                 ids.extend(int(r[0]) for r in result)
                 counts.inserted += len(new)
             if changed:
-                conn.execute(update(C).where(C.c.id == bindparam("cid")).values(
-                    email=bindparam("email"), name=bindparam("name"), phone=bindparam("phone"),
-                    locale=bindparam("locale"), fields=bindparam("fields"),
-                    updated_at=bindparam("updated_at"), last_import_id=bindparam("last_import_id"),
-                ), changed)
+                conn.execute(
+                    update(C)
+                    .where(C.c.id == bindparam("cid"))
+                    .values(
+                        email=bindparam("email"),
+                        name=bindparam("name"),
+                        phone=bindparam("phone"),
+                        locale=bindparam("locale"),
+                        fields=bindparam("fields"),
+                        updated_at=bindparam("updated_at"),
+                        last_import_id=bindparam("last_import_id"),
+                    ),
+                    changed,
+                )
             if ids:
-                conn.execute(self._insert_ignore(LM, ["list_id", "contact_id"]),
-                             [{"list_id": list_id, "contact_id": i} for i in ids])
+                conn.execute(
+                    self._insert_ignore(LM, ["list_id", "contact_id"]),
+                    [{"list_id": list_id, "contact_id": i} for i in ids],
+                )
         return counts
 
     def _insert_ignore(self, table: Any, keys: list[str]) -> Any:
@@ -141,8 +185,11 @@ class ContactStore:
         with self.engine.connect() as conn:
             if list_name is None:
                 return int(conn.execute(select(func.count()).select_from(C)).scalar_one())
-            stmt = (select(func.count()).select_from(LM.join(L, L.c.id == LM.c.list_id))
-                    .where(L.c.name == list_name))
+            stmt = (
+                select(func.count())
+                .select_from(LM.join(L, L.c.id == LM.c.list_id))
+                .where(L.c.name == list_name)
+            )
             return int(conn.execute(stmt).scalar_one())
 
     def get(self, email: str) -> dict[str, Any] | None:
@@ -153,24 +200,40 @@ class ContactStore:
 
 def _merged_rows(old: ContactRow, new: ContactRow) -> ContactRow:
     return ContactRow(
-        line=new.line, email=new.email, email_key=new.email_key, domain=new.domain,
-        name=new.name or old.name, phone=new.phone or old.phone, locale=new.locale or old.locale,
+        line=new.line,
+        email=new.email,
+        email_key=new.email_key,
+        domain=new.domain,
+        name=new.name or old.name,
+        phone=new.phone or old.phone,
+        locale=new.locale or old.locale,
         fields={**old.fields, **new.fields},
     )
 
 
 def _insert_values(row: ContactRow, import_id: int, now: float) -> dict[str, Any]:
     return {
-        "email": row.email, "email_key": row.email_key, "domain": row.domain, "name": row.name,
-        "phone": row.phone, "locale": row.locale, "fields": row.fields, "created_at": now,
-        "updated_at": now, "last_import_id": import_id,
+        "email": row.email,
+        "email_key": row.email_key,
+        "domain": row.domain,
+        "name": row.name,
+        "phone": row.phone,
+        "locale": row.locale,
+        "fields": row.fields,
+        "created_at": now,
+        "updated_at": now,
+        "last_import_id": import_id,
     }
 
 
 def _update_values(old: Any, row: ContactRow, import_id: int, now: float) -> dict[str, Any]:
     return {
-        "cid": old.id, "email": row.email, "name": row.name or old.name,
-        "phone": row.phone or old.phone, "locale": row.locale or old.locale,
-        "fields": {**(old.fields or {}), **row.fields}, "updated_at": now,
+        "cid": old.id,
+        "email": row.email,
+        "name": row.name or old.name,
+        "phone": row.phone or old.phone,
+        "locale": row.locale or old.locale,
+        "fields": {**(old.fields or {}), **row.fields},
+        "updated_at": now,
         "last_import_id": import_id,
     }

@@ -56,7 +56,9 @@ def open_engine(url: str, *, migrate_schema: bool = True) -> Engine:
             parsed = parsed.set(drivername="postgresql+psycopg")
         kwargs["pool_pre_ping"] = True
     else:
-        raise ConfigError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql")
+        raise ConfigError(
+            f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql"
+        )
     try:
         engine = create_engine(parsed, **kwargs)
     except (ArgumentError, ImportError) as exc:
@@ -106,8 +108,10 @@ def migrate(engine: Engine) -> None:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
     except OperationalError as exc:
-        raise StoreError(f"cannot open database {redact_url(str(engine.url))}: "
-                         f"{exc.orig or exc}") from None
+        raise StoreError(
+            f"cannot open database {redact_url(str(engine.url))}: {exc.orig or exc}"
+        ) from None
     except SQLAlchemyError as exc:
-        raise StoreError(f"cannot migrate database {redact_url(str(engine.url))}: "
-                         f"{type(exc).__name__}") from None
+        raise StoreError(
+            f"cannot migrate database {redact_url(str(engine.url))}: {type(exc).__name__}"
+        ) from None

@@ -7,11 +7,11 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from deliver.store.models import Domain
+from deliver.store.models import Domain, table
 
 __all__ = ["DomainStore"]
 
-D = Domain.__table__
+D = table(Domain)
 
 
 class DomainStore:

@@ -9,7 +9,7 @@ never by ``create_all``; ``tests/test_store.py`` checks the two agree.
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -22,6 +22,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -43,6 +44,7 @@ __all__ = [
     "ShapingState",
     "Suppression",
     "Worker",
+    "table",
 ]
 
 # BIGINT ids on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY
@@ -58,7 +60,7 @@ NAMING = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {dict[str, Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON}
 
 
 class MessageState(enum.StrEnum):
@@ -110,10 +112,12 @@ class ContactList(Base):
 class ListMember(Base):
     __tablename__ = "list_members"
 
-    list_id: Mapped[int] = mapped_column(Id, ForeignKey("lists.id", ondelete="CASCADE"),
-                                         primary_key=True)
-    contact_id: Mapped[int] = mapped_column(Id, ForeignKey("contacts.id", ondelete="CASCADE"),
-                                            primary_key=True, index=True)
+    list_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("lists.id", ondelete="CASCADE"), primary_key=True
+    )
+    contact_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
 
 
 class ContactImport(Base):
@@ -156,11 +160,19 @@ class Message(Base):
         UniqueConstraint("campaign_id", "contact_id"),
         Index("ix_messages_campaign_state", "campaign_id", "state"),
         # the claim query's index: only the rows still waiting are in it
-        Index("ix_messages_due", "campaign_id", "next_attempt_at",
-              sqlite_where=text(_PENDING_SQL), postgresql_where=text(_PENDING_SQL)),
-        Index("ix_messages_lease_owner", "lease_owner",
-              sqlite_where=text("lease_owner IS NOT NULL"),
-              postgresql_where=text("lease_owner IS NOT NULL")),
+        Index(
+            "ix_messages_due",
+            "campaign_id",
+            "next_attempt_at",
+            sqlite_where=text(_PENDING_SQL),
+            postgresql_where=text(_PENDING_SQL),
+        ),
+        Index(
+            "ix_messages_lease_owner",
+            "lease_owner",
+            sqlite_where=text("lease_owner IS NOT NULL"),
+            postgresql_where=text("lease_owner IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -191,8 +203,9 @@ class DeliveryEvent(Base):
     __table_args__ = (Index("ix_delivery_events_campaign_at", "campaign_id", "at"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    message_id: Mapped[int] = mapped_column(Id, ForeignKey("messages.id", ondelete="CASCADE"),
-                                            index=True)
+    message_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
     campaign_id: Mapped[int] = mapped_column(Id)
     at: Mapped[float] = mapped_column(Double)
     rcpt: Mapped[str] = mapped_column(String(320))
@@ -270,3 +283,10 @@ class Worker(Base):
     started_at: Mapped[float] = mapped_column(Double)
     heartbeat_at: Mapped[float] = mapped_column(Double)
     stopped_at: Mapped[float | None] = mapped_column(Double)
+
+
+def table(model: type[Base]) -> Table:
+    """The model's Core table (typed: ``Model.__table__`` is a bare FromClause to mypy)."""
+    t = model.__table__
+    assert isinstance(t, Table)
+    return t

@@ -27,15 +27,16 @@ from deliver.store.models import (
     MessageState,
     Suppression,
     Worker,
+    table,
 )
 
 __all__ = ["ClaimedMessage", "Outcome", "QueueStore", "process_alive"]
 
-M = Message.__table__
-E = DeliveryEvent.__table__
-W = Worker.__table__
-C = Contact.__table__
-S = Suppression.__table__
+M = table(Message)
+E = table(DeliveryEvent)
+W = table(Worker)
+C = table(Contact)
+S = table(Suppression)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +104,15 @@ class QueueStore:
     def register_worker(self, campaign_id: int | None, now: float) -> int:
         with self.engine.begin() as conn:
             row = conn.execute(
-                insert(W).values(host=socket.gethostname(), pid=os.getpid(), campaign_id=campaign_id,
-                                 started_at=now, heartbeat_at=now).returning(W.c.id)
+                insert(W)
+                .values(
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    campaign_id=campaign_id,
+                    started_at=now,
+                    heartbeat_at=now,
+                )
+                .returning(W.c.id)
             ).one()
         return int(row[0])
 
@@ -113,21 +121,29 @@ class QueueStore:
         with self.engine.begin() as conn:
             conn.execute(update(W).where(W.c.id == worker_id).values(heartbeat_at=now))
             result = conn.execute(
-                update(M).where(M.c.lease_owner == worker_id, M.c.state.in_(PENDING_STATES))
-                .values(lease_until=lease_until, next_attempt_at=lease_until))
+                update(M)
+                .where(M.c.lease_owner == worker_id, M.c.state.in_(PENDING_STATES))
+                .values(lease_until=lease_until, next_attempt_at=lease_until)
+            )
         return int(result.rowcount or 0)
 
     def stop_worker(self, worker_id: int, now: float) -> None:
         with self.engine.begin() as conn:
-            conn.execute(update(M).where(M.c.lease_owner == worker_id)
-                         .values(lease_owner=None, lease_until=None, next_attempt_at=now))
+            conn.execute(
+                update(M)
+                .where(M.c.lease_owner == worker_id)
+                .values(lease_owner=None, lease_until=None, next_attempt_at=now)
+            )
             conn.execute(update(W).where(W.c.id == worker_id).values(stopped_at=now))
 
     def live_workers(self, now: float, stale_after: float) -> int:
         """Workers with a recent heartbeat (they share the providers' rates)."""
         with self.engine.connect() as conn:
-            n = conn.execute(select(func.count()).select_from(W).where(
-                W.c.stopped_at.is_(None), W.c.heartbeat_at >= now - stale_after)).scalar_one()
+            n = conn.execute(
+                select(func.count())
+                .select_from(W)
+                .where(W.c.stopped_at.is_(None), W.c.heartbeat_at >= now - stale_after)
+            ).scalar_one()
         return int(n)
 
     def release_dead(self, now: float, stale_after: float) -> int:
@@ -135,96 +151,194 @@ class QueueStore:
         or no heartbeat anywhere for ``stale_after`` seconds. Returns rows released."""
         host = socket.gethostname()
         with self.engine.begin() as conn:
-            rows = conn.execute(select(W.c.id, W.c.host, W.c.pid, W.c.heartbeat_at)
-                                .where(W.c.stopped_at.is_(None))).all()
-            dead = [r.id for r in rows
-                    if (r.host == host and r.pid != os.getpid() and not process_alive(r.pid))
-                    or r.heartbeat_at < now - stale_after]
+            rows = conn.execute(
+                select(W.c.id, W.c.host, W.c.pid, W.c.heartbeat_at).where(W.c.stopped_at.is_(None))
+            ).all()
+            dead = [
+                r.id
+                for r in rows
+                if (r.host == host and r.pid != os.getpid() and not process_alive(r.pid))
+                or r.heartbeat_at < now - stale_after
+            ]
             if not dead:
                 return 0
             released = conn.execute(
-                update(M).where(M.c.lease_owner.in_(dead), M.c.state.in_(PENDING_STATES))
-                .values(lease_owner=None, lease_until=None, next_attempt_at=now)).rowcount
-            conn.execute(update(M).where(M.c.lease_owner.in_(dead))
-                         .values(lease_owner=None, lease_until=None))
+                update(M)
+                .where(M.c.lease_owner.in_(dead), M.c.state.in_(PENDING_STATES))
+                .values(lease_owner=None, lease_until=None, next_attempt_at=now)
+            ).rowcount
+            conn.execute(
+                update(M)
+                .where(M.c.lease_owner.in_(dead))
+                .values(lease_owner=None, lease_until=None)
+            )
             conn.execute(update(W).where(W.c.id.in_(dead)).values(stopped_at=now))
         return int(released or 0)
 
     # --------------------------------------------------------------- claim --
-    def claim(self, campaign_id: int, worker_id: int, now: float, lease_until: float,
-              limit: int, exclude_providers: Sequence[str] = ()) -> list[ClaimedMessage]:
+    def claim(
+        self,
+        campaign_id: int,
+        worker_id: int,
+        now: float,
+        lease_until: float,
+        limit: int,
+        exclude_providers: Sequence[str] = (),
+    ) -> list[ClaimedMessage]:
         """Lease up to ``limit`` due messages of the campaign, oldest due first."""
-        due = (select(M.c.id)
-               .where(M.c.campaign_id == campaign_id, M.c.state.in_(PENDING_STATES),
-                      M.c.next_attempt_at <= now)
-               .order_by(M.c.next_attempt_at).limit(limit))
+        due = (
+            select(M.c.id)
+            .where(
+                M.c.campaign_id == campaign_id,
+                M.c.state.in_(PENDING_STATES),
+                M.c.next_attempt_at <= now,
+            )
+            .order_by(M.c.next_attempt_at)
+            .limit(limit)
+        )
         if exclude_providers:
             due = due.where(or_(M.c.provider.is_(None), M.c.provider.not_in(exclude_providers)))
         if self._pg:
             due = due.with_for_update(skip_locked=True)
-        stmt = (update(M).where(M.c.id.in_(due.scalar_subquery()))
-                .values(lease_owner=worker_id, lease_until=lease_until, next_attempt_at=lease_until)
-                .returning(M.c.id, M.c.campaign_id, M.c.contact_id, M.c.rcpt, M.c.domain,
-                           M.c.attempts, M.c.created_at, M.c.provider))
+        stmt = (
+            update(M)
+            .where(M.c.id.in_(due.scalar_subquery()))
+            .values(lease_owner=worker_id, lease_until=lease_until, next_attempt_at=lease_until)
+            .returning(
+                M.c.id,
+                M.c.campaign_id,
+                M.c.contact_id,
+                M.c.rcpt,
+                M.c.domain,
+                M.c.attempts,
+                M.c.created_at,
+                M.c.provider,
+            )
+        )
         with self.engine.begin() as conn:
             rows = conn.execute(stmt).all()
             if not rows:
                 return []
-            contacts = {r.id: r for r in conn.execute(
-                select(C.c.id, C.c.name, C.c.phone, C.c.locale, C.c.fields, S.c.reason)
-                .select_from(C.outerjoin(S, S.c.email_key == C.c.email_key))
-                .where(C.c.id.in_([r.contact_id for r in rows])))}
+            contacts = {
+                r.id: r
+                for r in conn.execute(
+                    select(C.c.id, C.c.name, C.c.phone, C.c.locale, C.c.fields, S.c.reason)
+                    .select_from(C.outerjoin(S, S.c.email_key == C.c.email_key))
+                    .where(C.c.id.in_([r.contact_id for r in rows]))
+                )
+            }
         out = []
         for r in sorted(rows, key=lambda r: r.id):
             c = contacts.get(r.contact_id)
-            out.append(ClaimedMessage(
-                r.id, r.campaign_id, r.contact_id, r.rcpt, r.domain, r.attempts, r.created_at,
-                r.provider, c.name if c else None, c.phone if c else None,
-                c.locale if c else None, dict(c.fields or {}) if c else {},
-                c.reason if c else None))
+            out.append(
+                ClaimedMessage(
+                    r.id,
+                    r.campaign_id,
+                    r.contact_id,
+                    r.rcpt,
+                    r.domain,
+                    r.attempts,
+                    r.created_at,
+                    r.provider,
+                    c.name if c else None,
+                    c.phone if c else None,
+                    c.locale if c else None,
+                    dict(c.fields or {}) if c else {},
+                    c.reason if c else None,
+                )
+            )
         return out
 
-    def postpone(self, message_ids: Iterable[int], until: float, *, provider: str | None = None) -> None:
+    def postpone(
+        self, message_ids: Iterable[int], until: float, *, provider: str | None = None
+    ) -> None:
         """Give messages back without an attempt, due again at ``until``."""
         params = [{"mid": i} for i in message_ids]
         if not params:
             return
-        values: dict[str, Any] = {"lease_owner": None, "lease_until": None, "next_attempt_at": until}
+        values: dict[str, Any] = {
+            "lease_owner": None,
+            "lease_until": None,
+            "next_attempt_at": until,
+        }
         if provider is not None:
             values["provider"] = provider
         with self.engine.begin() as conn:
-            conn.execute(update(M).where(M.c.id == bindparam("mid"), _pending()).values(**values),
-                         params)
+            conn.execute(
+                update(M).where(M.c.id == bindparam("mid"), _pending()).values(**values), params
+            )
 
     # -------------------------------------------------------------- record --
     def record(self, outcomes: Sequence[Outcome]) -> None:
         """Write a batch of outcomes in one transaction: states, events, suppressions."""
         if not outcomes:
             return
-        updates = [{
-            "mid": o.message_id, "state": o.state.value, "attempts": o.attempts,
-            "next_attempt_at": o.next_attempt_at, "last_code": o.code, "last_enhanced": o.enhanced,
-            "last_text": _clip(o.text), "reason": o.reason, "provider": o.provider,
-            "updated_at": o.at, "done_at": o.at if o.state.final else None,
-        } for o in outcomes]
-        stmt = (update(M).where(M.c.id == bindparam("mid"), _pending())
-                .values(state=bindparam("state"), attempts=bindparam("attempts"),
-                        next_attempt_at=bindparam("next_attempt_at"), lease_owner=None,
-                        lease_until=None, last_code=bindparam("last_code"),
-                        last_enhanced=bindparam("last_enhanced"), last_text=bindparam("last_text"),
-                        reason=bindparam("reason"),
-                        provider=func.coalesce(bindparam("provider"), M.c.provider),
-                        updated_at=bindparam("updated_at"), done_at=bindparam("done_at")))
-        events = [{
-            "message_id": o.message_id, "campaign_id": o.campaign_id, "at": o.at, "rcpt": o.rcpt,
-            "provider": o.provider, "mx_host": o.mx_host, "mx_address": o.mx_address,
-            "code": o.code, "enhanced": o.enhanced, "text": _clip(o.text), "tls": o.tls,
-            "outcome": o.state.value, "reason": o.reason, "duration_ms": o.duration_ms,
-        } for o in outcomes if o.event]
-        suppress = [{
-            "email_key": o.rcpt.lower(), "reason": o.suppress, "source": "bounce",
-            "message_id": o.message_id, "detail": _clip(o.text), "created_at": o.at,
-        } for o in outcomes if o.suppress]
+        updates = [
+            {
+                "mid": o.message_id,
+                "state": o.state.value,
+                "attempts": o.attempts,
+                "next_attempt_at": o.next_attempt_at,
+                "last_code": o.code,
+                "last_enhanced": o.enhanced,
+                "last_text": _clip(o.text),
+                "reason": o.reason,
+                "provider": o.provider,
+                "updated_at": o.at,
+                "done_at": o.at if o.state.final else None,
+            }
+            for o in outcomes
+        ]
+        stmt = (
+            update(M)
+            .where(M.c.id == bindparam("mid"), _pending())
+            .values(
+                state=bindparam("state"),
+                attempts=bindparam("attempts"),
+                next_attempt_at=bindparam("next_attempt_at"),
+                lease_owner=None,
+                lease_until=None,
+                last_code=bindparam("last_code"),
+                last_enhanced=bindparam("last_enhanced"),
+                last_text=bindparam("last_text"),
+                reason=bindparam("reason"),
+                provider=func.coalesce(bindparam("provider"), M.c.provider),
+                updated_at=bindparam("updated_at"),
+                done_at=bindparam("done_at"),
+            )
+        )
+        events = [
+            {
+                "message_id": o.message_id,
+                "campaign_id": o.campaign_id,
+                "at": o.at,
+                "rcpt": o.rcpt,
+                "provider": o.provider,
+                "mx_host": o.mx_host,
+                "mx_address": o.mx_address,
+                "code": o.code,
+                "enhanced": o.enhanced,
+                "text": _clip(o.text),
+                "tls": o.tls,
+                "outcome": o.state.value,
+                "reason": o.reason,
+                "duration_ms": o.duration_ms,
+            }
+            for o in outcomes
+            if o.event
+        ]
+        suppress = [
+            {
+                "email_key": o.rcpt.lower(),
+                "reason": o.suppress,
+                "source": "bounce",
+                "message_id": o.message_id,
+                "detail": _clip(o.text),
+                "created_at": o.at,
+            }
+            for o in outcomes
+            if o.suppress
+        ]
         with self.engine.begin() as conn:
             conn.execute(stmt, updates)
             if events:
@@ -241,31 +355,48 @@ class QueueStore:
     def next_due(self, campaign_id: int) -> float | None:
         """When the campaign's next waiting message is due (leased ones included)."""
         with self.engine.connect() as conn:
-            value = conn.execute(select(func.min(M.c.next_attempt_at)).where(
-                M.c.campaign_id == campaign_id, M.c.state.in_(PENDING_STATES))).scalar()
+            value = conn.execute(
+                select(func.min(M.c.next_attempt_at)).where(
+                    M.c.campaign_id == campaign_id, M.c.state.in_(PENDING_STATES)
+                )
+            ).scalar()
         return float(value) if value is not None else None
 
     def pending_unleased(self, campaign_id: int) -> int:
         with self.engine.connect() as conn:
-            n = conn.execute(select(func.count()).select_from(M).where(
-                M.c.campaign_id == campaign_id, M.c.state.in_(PENDING_STATES),
-                M.c.lease_owner.is_(None))).scalar_one()
+            n = conn.execute(
+                select(func.count())
+                .select_from(M)
+                .where(
+                    M.c.campaign_id == campaign_id,
+                    M.c.state.in_(PENDING_STATES),
+                    M.c.lease_owner.is_(None),
+                )
+            ).scalar_one()
         return int(n)
 
     def leased(self, campaign_id: int) -> int:
         """Messages some worker holds right now (in flight)."""
         with self.engine.connect() as conn:
-            n = conn.execute(select(func.count()).select_from(M).where(
-                M.c.campaign_id == campaign_id, M.c.lease_owner.is_not(None),
-                M.c.state.in_(PENDING_STATES))).scalar_one()
+            n = conn.execute(
+                select(func.count())
+                .select_from(M)
+                .where(
+                    M.c.campaign_id == campaign_id,
+                    M.c.lease_owner.is_not(None),
+                    M.c.state.in_(PENDING_STATES),
+                )
+            ).scalar_one()
         return int(n)
 
     def counts(self, campaign_id: int) -> dict[tuple[str, str | None], int]:
         """Messages per (state, provider)."""
         with self.engine.connect() as conn:
-            rows = conn.execute(select(M.c.state, M.c.provider, func.count())
-                                .where(M.c.campaign_id == campaign_id)
-                                .group_by(M.c.state, M.c.provider)).all()
+            rows = conn.execute(
+                select(M.c.state, M.c.provider, func.count())
+                .where(M.c.campaign_id == campaign_id)
+                .group_by(M.c.state, M.c.provider)
+            ).all()
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
     def is_suppressed(self, email_keys: Sequence[str]) -> set[str]:
@@ -282,8 +413,11 @@ class QueueStore:
 
     def find_message(self, campaign_id: int, rcpt: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(M).where(
-                and_(M.c.campaign_id == campaign_id, func.lower(M.c.rcpt) == rcpt.lower()))).first()
+            row = conn.execute(
+                select(M).where(
+                    and_(M.c.campaign_id == campaign_id, func.lower(M.c.rcpt) == rcpt.lower())
+                )
+            ).first()
         return dict(row._mapping) if row else None
 
 

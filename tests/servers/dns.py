@@ -52,8 +52,14 @@ class DnsServerError(RuntimeError):
 class DnsServerProcess:
     """``python -m lab.dns_server`` on a free loopback port, serving ``zone``."""
 
-    def __init__(self, zone: ZoneData, *, host: str = "127.0.0.1", port: int | None = None,
-                 log_queries: bool = False):
+    def __init__(
+        self,
+        zone: ZoneData,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        log_queries: bool = False,
+    ):
         """``port`` None picks a free one; a fixed port (53, for programs that read
         resolv.conf, which cannot name another) is tried once."""
         self.zone = zone

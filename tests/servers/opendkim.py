@@ -62,8 +62,13 @@ class OpenDkimVerifier:
 
     def verify(self, message: bytes) -> Verdict:
         script = f"mount --bind {self.resolv} /etc/resolv.conf && exec {self.testmsg}"
-        result = subprocess.run([self.unshare, "--mount", "sh", "-c", script], input=message,
-                                capture_output=True, timeout=30, check=False)
+        result = subprocess.run(
+            [self.unshare, "--mount", "sh", "-c", script],
+            input=message,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
         return Verdict(result.returncode, result.stderr.decode(errors="replace").strip())
 
 

@@ -39,8 +39,9 @@ def require_program(path_or_name: str, package: str) -> str:
         found = shutil.which(path_or_name)
     if found:
         return found
-    message = (f"{path_or_name} not found (Debian package {package}; "
-               "`make test` installs it as root)")
+    message = (
+        f"{path_or_name} not found (Debian package {package}; `make test` installs it as root)"
+    )
     if in_ci():
         pytest.fail(message)
     pytest.skip(message)

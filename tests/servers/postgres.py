@@ -53,6 +53,7 @@ class PostgresStartError(RuntimeError):
 def find_pg_program(name: str) -> str:
     """``name`` from the newest /usr/lib/postgresql/*/bin (Debian's layout), else bare
     ``name`` for a PATH lookup by ``require_program``."""
+
     def version(bindir: str) -> tuple[int, ...]:
         return tuple(int(part) for part in re.findall(r"\d+", Path(bindir).parent.name))
 
@@ -158,9 +159,19 @@ class PostgresServer:
     def _run_initdb(self, deadline: float) -> None:
         # --no-sync: nothing of a throwaway cluster needs to survive a crash.
         self._run(
-            [self.initdb, "-D", str(self._data), "-U", SUPERUSER, "--auth=trust",
-             "--encoding=UTF8", "--locale=C", "--no-sync"],
-            deadline, "initdb",
+            [
+                self.initdb,
+                "-D",
+                str(self._data),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            deadline,
+            "initdb",
         )
 
     def _run_pg_ctl_start(self, deadline: float) -> None:
@@ -172,9 +183,21 @@ class PostgresServer:
         )
         wait = max(1, int(deadline - time.monotonic()))
         self._run(
-            [self.pg_ctl, "-D", str(self._data), "-l", str(self._log), "-o", options,
-             "-w", "-t", str(wait), "start"],
-            deadline, "pg_ctl start",
+            [
+                self.pg_ctl,
+                "-D",
+                str(self._data),
+                "-l",
+                str(self._log),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                str(wait),
+                "start",
+            ],
+            deadline,
+            "pg_ctl start",
         )
 
     def _run(self, argv: list[str], deadline: float, what: str) -> None:
@@ -201,8 +224,17 @@ class PostgresServer:
         pid = _postmaster_pid(self._data)
         if pid is None:
             return
-        stop = [self.pg_ctl, "-D", str(self._data), "-m", "fast", "-w",
-                "-t", str(int(STOP_TIMEOUT)), "stop"]
+        stop = [
+            self.pg_ctl,
+            "-D",
+            str(self._data),
+            "-m",
+            "fast",
+            "-w",
+            "-t",
+            str(int(STOP_TIMEOUT)),
+            "stop",
+        ]
         with contextlib.suppress(subprocess.TimeoutExpired):
             _run_bounded(self._as_server_user(stop), STOP_TIMEOUT + 5)
         # SIGQUIT is PostgreSQL's immediate shutdown (it also ends the backends);
@@ -218,8 +250,10 @@ class PostgresServer:
             return argv
         runuser = shutil.which("runuser")
         if runuser is None:
-            raise PostgresStartError("running as root needs runuser (util-linux) to drop to "
-                                     f"{UNPRIVILEGED_USER}: PostgreSQL refuses to run as root")
+            raise PostgresStartError(
+                "running as root needs runuser (util-linux) to drop to "
+                f"{UNPRIVILEGED_USER}: PostgreSQL refuses to run as root"
+            )
         return [runuser, "-u", UNPRIVILEGED_USER, "--", *argv]
 
     @staticmethod
@@ -240,8 +274,13 @@ def _run_bounded(argv: list[str], timeout: float) -> tuple[int, str]:
     """Run ``argv`` in its own process group, killed whole on timeout (runuser forks, so
     killing it alone would orphan initdb or pg_ctl). Returns the status and the output."""
     with subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, env=_clean_env(), start_new_session=True,
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_clean_env(),
+        start_new_session=True,
     ) as proc:
         try:
             output, _ = proc.communicate(timeout=timeout)

@@ -61,7 +61,7 @@ def sink_dump_payload(raw: bytes) -> bytes:
     i = 0
     while i < len(lines) and lines[i].startswith(_DUMP_ENVELOPE_PREFIXES):
         i += 1
-    if _is_sink_received(lines[i:i + 2]):
+    if _is_sink_received(lines[i : i + 2]):
         i += 1
         while i < len(lines) and lines[i][:1] in (b" ", b"\t"):
             i += 1
@@ -204,8 +204,9 @@ class SmtpSink:
             if _greets(self.port):
                 return
             time.sleep(0.02)
-        self._fail(f"smtp-sink did not greet on {HOST}:{self.port} "
-                   f"within {self.startup_timeout:.0f} s")
+        self._fail(
+            f"smtp-sink did not greet on {HOST}:{self.port} within {self.startup_timeout:.0f} s"
+        )
 
     def _fail(self, what: str) -> None:
         lines = self._file("stderr.log").read_text(errors="replace").splitlines()
