@@ -15,6 +15,7 @@ quoted-printable) so the DKIM signer can sign it without parsing it again.
 from __future__ import annotations
 
 import binascii
+import email.policy
 import email.utils
 import re
 from collections.abc import Mapping, Sequence
@@ -121,7 +122,9 @@ def parse_from(value: str) -> tuple[str | None, str]:
         checked = validate_email(addr, check_deliverability=False)
     except EmailNotValidError as exc:
         raise InputError(f"--from {addr!r} is not a valid address: {exc}") from None
-    return (name or None), checked.ascii_email or checked.normalized
+    if checked.ascii_email is None:  # a UTF-8 local part needs SMTPUTF8 (RFC 6531)
+        raise InputError(f"--from {addr!r}: internationalized addresses (SMTPUTF8) are not sent")
+    return (name or None), checked.ascii_email
 
 
 def _environment(html: bool) -> SandboxedEnvironment:
@@ -137,20 +140,23 @@ def compile_templates(source: str, file_name: str, subject: str) -> tuple[str | 
     check_header_value("--subject", subject)
     is_html = file_name.lower().endswith((".html", ".htm")) or bool(_HTML_HINT.search(source))
     html = source if is_html else None
-    text = html_to_text_template(source) if is_html else source
-    for what, src, env in (
-        ("subject", subject, _environment(False)),
-        ("template", html, _environment(True)),
-        ("text part", text, _environment(False)),
-    ):
-        if src is None:
-            continue
-        try:
-            env.parse(src)
-        except TemplateSyntaxError as exc:
-            where = file_name if what != "subject" else "--subject"
-            raise InputError(f"{what}: {exc.message}", line=exc.lineno, source=where) from None
+    # the source as written first: Jinja's errors carry the line, the text part's would not
+    _check_syntax("subject", subject, "--subject", html=False)
+    if html is not None:
+        _check_syntax("template", html, file_name, html=True)
+    try:
+        text = html_to_text_template(source) if is_html else source
+    except InputError as exc:  # it knows the line, not the file
+        raise InputError(exc.reason, line=exc.line, source=file_name) from None
+    _check_syntax("text part", text, file_name, html=False)
     return html, text
+
+
+def _check_syntax(what: str, src: str, where: str, *, html: bool) -> None:
+    try:
+        _environment(html).parse(src)
+    except TemplateSyntaxError as exc:
+        raise InputError(f"{what}: {exc.message}", line=exc.lineno, source=where) from None
 
 
 class MessageComposer:
@@ -169,10 +175,7 @@ class MessageComposer:
             if campaign.html_template
             else None
         )
-        self._from = _header(
-            b"From",
-            email.utils.formataddr((campaign.from_name or "", campaign.from_addr), charset="utf-8"),
-        )
+        self._from = _address(b"From", campaign.from_name, campaign.from_addr)
         feedback = ":".join(
             _FEEDBACK_UNSAFE.sub("-", part)
             for part in (
@@ -217,10 +220,17 @@ class MessageComposer:
             html = self._html.render(ctx) if self._html is not None else None
         except TemplateError as exc:
             raise InputError(f"template failed for {msg.rcpt}: {exc}") from None
+        except Exception as exc:  # the template's own arithmetic: {{ a / b }} with b = 0
+            raise InputError(
+                f"template failed for {msg.rcpt}: {type(exc).__name__}: {exc}"
+            ) from None
         check_header_value("rendered subject", subject)
+        check_header_value("contact name", msg.name or "")  # it goes into To
+        if not msg.rcpt.isascii():  # a UTF-8 local part needs SMTPUTF8 (RFC 6531)
+            raise InputError(f"{msg.rcpt}: internationalized addresses (SMTPUTF8) are not sent")
         headers = [
             self._from,
-            _header(b"To", email.utils.formataddr((msg.name or "", msg.rcpt), charset="utf-8")),
+            _address(b"To", msg.name, msg.rcpt),
             _header(b"Subject", subject),
             self._date(now),
             _header(b"Message-ID", self._message_id(msg.id)),
@@ -259,6 +269,16 @@ def _list_unsubscribe(ctx: Mapping[str, Any]) -> str:
     """RFC 2369 with RFC 8058 one-click: the https URL first, then the mailto."""
     mailto = f"mailto:{ctx['unsubscribe_mailto']}?subject=unsubscribe"
     return f"<{ctx['unsubscribe_url']}>, <{mailto}>"
+
+
+def _address(name: bytes, display: str | None, addr: str) -> Header:
+    """From/To. A long non-ASCII name needs several encoded-words of at most 75 characters
+    (RFC 2047 §2): formataddr writes one, however long; the email policy splits it."""
+    value = email.utils.formataddr((display or "", addr), charset="utf-8")
+    if (display or "").isascii():
+        return _header(name, value)
+    folded = email.policy.SMTP.fold(name.decode("ascii"), value)
+    return name, folded[len(name) + 1 :].encode("ascii")
 
 
 def _header(name: bytes, value: str) -> Header:

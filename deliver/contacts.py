@@ -103,6 +103,10 @@ def validate_row(
     values: dict[str, str], line: int, region: str | None, test_domains: bool = False
 ) -> ContactRow:
     """A clean :class:`ContactRow`, or ``ValueError`` with the reason."""
+    for key, value in values.items():
+        # PostgreSQL cannot store NUL in text, and no header or template wants one
+        if "\x00" in value:
+            raise ValueError(f"NUL character in {key}")
     for key in ("email", "name", "locale", "phone"):
         if "\r" in values.get(key, "") or "\n" in values.get(key, ""):
             raise ValueError(f"line break inside {key} (refused: it would end up in a header)")
@@ -186,7 +190,9 @@ class ContactImporter:
             raise InputError(f"cannot read: {exc.strerror}", source=str(path)) from None
         with raw:
             dialect = _sniff(raw)
-            text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+            # surrogateescape: a byte that is not UTF-8 spoils its own row only (a strict
+            # decoder fails a whole read buffer, rows and line numbers with it)
+            text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
             now = self.clock()
             list_id = self.store.ensure_list(list_name, now)
             import_id = self.store.start_import(str(path), list_id, now)
@@ -229,6 +235,8 @@ class ContactImporter:
             raise InputError(f"unreadable header: {exc}", line=1, source=source) from None
         if first is None:
             raise InputError("empty file", source=source)
+        if _not_utf8(first):
+            raise InputError("header is not UTF-8 text", line=1, source=source)
         names = _header(first, source)
         line = reader.line_num + 1
         while True:
@@ -244,6 +252,9 @@ class ContactImporter:
             if not values or (len(values) == 1 and not values[0].strip()):
                 continue  # blank line
             report.rows += 1
+            if _not_utf8(values):
+                yield BadRow(start, "not UTF-8 text")
+                continue
             if len(values) != len(names):
                 yield BadRow(start, f"{len(values)} fields, the header has {len(names)}")
                 continue
@@ -261,6 +272,15 @@ class ContactImporter:
             report.bad.append(bad)
         if on_bad:
             on_bad(bad)
+
+
+def _not_utf8(values: list[str]) -> bool:
+    """True when a value holds a byte the decoder escaped (U+DC80..U+DCFF): valid UTF-8
+    never decodes to a lone surrogate."""
+    return any(_ESCAPED_BYTE.search(v) for v in values)
+
+
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 
 
 def _sniff(raw: io.BufferedReader) -> type[csv.Dialect]:

@@ -21,7 +21,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from deliver.compose import MessageComposer
 from deliver.dkim import DkimSigner
@@ -35,6 +35,7 @@ from deliver.settings import Settings
 from deliver.shaping import ShapingPolicy
 from deliver.store import Store
 from deliver.store.campaigns import CampaignRecord
+from deliver.store.models import MessageState
 from deliver.store.queue import ClaimedMessage, Outcome
 from deliver.transport import Delivery, SmtpReply, SmtpSession, open_session
 
@@ -208,6 +209,8 @@ class DeliveryEngine:
             if self.inflight > 0:
                 await self._wait_progress(0.5)
                 continue
+            # outcomes still in memory would make their messages look leased (not due)
+            await self.recorder.flush()
             next_due = await self.db(self.store.queue.next_due, self.campaign.id)
             if next_due is None or next_due - self.clock() > self.opt.linger:
                 return False
@@ -390,7 +393,8 @@ class DeliveryEngine:
                 where=where,
                 permanent=permanent,
                 force_bounce=force_bounce,
-            )
+            ),
+            lane,
         )
         return delivery
 
@@ -422,12 +426,17 @@ class DeliveryEngine:
                     where=where,
                     permanent=False,
                     force_bounce=force_bounce,
-                )
+                ),
+                lane,
             )
             if others:
                 break
 
-    def _done(self, outcome: Outcome) -> None:
+    def _done(self, outcome: Outcome, lane: ProviderLane | None = None) -> None:
+        until = lane.suspended_until() if lane is not None else None
+        if until is not None and outcome.state is MessageState.DEFERRED:
+            # no retry before the provider's suspension ends
+            outcome = replace(outcome, next_attempt_at=max(outcome.next_attempt_at, until))
         self.recorder.add(outcome)
         self.inflight -= 1
         self._progress.set()
@@ -474,12 +483,19 @@ class DeliveryEngine:
         )
 
     async def _suspend_lane(self, lane: ProviderLane) -> None:
+        """Hand back what waits in the lane, and hold the provider's (or, for a default
+        lane, its domains') other waiting messages in the store until the end."""
         until = lane.suspended_until()
         if until is None:
             return
         ids = [m.id for m in lane.take_all()]
         if ids:
             await self._postpone(ids, until, lane.provider)
+        if lane.provider != "default":
+            await self.db(self.store.queue.hold, self.campaign.id, until, provider=lane.provider)
+        else:
+            await self.db(self.store.queue.hold, self.campaign.id, until,
+                          domains=sorted(lane.domains))
 
     async def _sync_rules(self) -> None:
         now = self.clock()

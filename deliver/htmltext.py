@@ -60,7 +60,8 @@ from deliver.errors import InputError
 __all__ = ["html_to_text", "html_to_text_template"]
 
 _NS = "_sokures"  # the text template's namespace for state that only rendering can know
-_HEADING = "_sokures_h"
+_HEADING = f"{_NS}.h"  # a heading holding expressions, captured to be underlined
+_LINK_TEXT = f"{_NS}.l"  # a link text holding statements, captured to know if it is empty
 _MIN_WIDTH = 20
 
 
@@ -85,12 +86,13 @@ def _convert(parts: list[str | _Tag], width: int, *, template: bool) -> str:
     walker = _HtmlWalker(builder, parts if template else None, width)
     walker.feed(marked)
     walker.close()
-    text = _Layout(builder.finish(), width, template=template).render()
+    layout = _Layout(builder.finish(), width, template=template)
+    text = layout.render()
     if text.endswith("\n\n"):
         text = text.rstrip("\n") + "\n"
     if not template:
         return text if text.strip() else ""
-    if builder.runtime_used:
+    if builder.runtime_used or layout.captures:
         text = f'{{% set {_NS} = namespace(s=(2, 0, "")) %}}' + text
     if text.endswith("\n"):
         # Jinja drops a template's final newline (keep_trailing_newline is off by default)
@@ -214,11 +216,15 @@ def _make_tag(raw: str, left: bool, right: bool, line: int) -> _Tag:
 
 
 def _balanced(tags: list[_Tag]) -> bool:
+    return _balanced_roles([tag.role for tag in tags])
+
+
+def _balanced_roles(roles: list[str]) -> bool:
     depth = 0
-    for tag in tags:
-        if tag.role == "open":
+    for role in roles:
+        if role == "open":
             depth += 1
-        elif tag.role == "close" or (tag.role == "middle" and not depth):
+        elif role == "close" or (role == "middle" and not depth):
             depth -= 1
         if depth < 0:
             return False
@@ -234,6 +240,7 @@ class _Line:
 
     hang: int  # indent of the lines it wraps onto
     wrap: bool
+    loop: _Code | None = None  # the {% for %} whose passes all write on this line
 
 
 @dataclass(eq=False)
@@ -268,9 +275,13 @@ class _Gap:
     code: bool = False
     state: _State | None = None
 
-    def render(self, hang: int = 0) -> str:
+    def render(self, hang: int = 0, *, first_line: bool = False) -> str:
+        """The gap; inside ``|indent(hang)``, whose filter indents all lines but its first."""
         indent = self.indent[hang:]
-        return self.text + indent if self.state is None else _runtime_gap(self.state, indent)
+        start = self.indent if first_line else indent
+        if self.state is not None:
+            return _runtime_gap(self.state, indent, start)
+        return self.text + (indent if "\n" in self.text else start)
 
     @property
     def breaks(self) -> bool:
@@ -303,17 +314,17 @@ _Item = _Text | _Code | _Gap | _Slot | _Underline
 class _State:
     """What is owed before the next content.
 
-    ``static``: ``n`` newlines end the output (2 at the start), ``m`` are wanted before the next
-    content (1: a new line, 2: a blank line), ``p`` separates it on the same line. ``runtime``:
-    the namespace holds the state, ``m`` and ``p`` were requested since. ``deferred``: at the
-    head of ``loop``, decided when it closes.
+    ``static``: ``n`` newlines end the output (2 at the start; 3 right after a list bullet,
+    which like the start absorbs line breaks and separators, but writes no indent), ``m`` are
+    wanted before the next content (1: a new line, 2: a blank line), ``p`` separates it on the
+    same line. ``runtime``: the namespace holds the state, ``m`` and ``p`` were requested since.
+    ``deferred``: at the head of ``loop``, decided when it closes.
     """
 
     mode: Literal["static", "runtime", "deferred"] = "static"
     n: int = 2
     m: int = 0
     p: str = ""
-    glue: bool = False  # after a list bullet: block requests wait for the item's text
     loop: _Frame | None = field(default=None, compare=False)
 
 
@@ -322,6 +333,7 @@ class _Frame:
     family: str
     entry: _State
     entry_slot: _Slot
+    opener: _Code
     ends: list[tuple[_State, _Slot]] = field(default_factory=list)
     has_else: bool = False
     forced: bool = False  # a loop whose head must be decided when rendered
@@ -336,13 +348,16 @@ def _norm(st: _State) -> _State:
     return st if (m, p) == (st.m, st.p) else replace(st, m=m, p=p)
 
 
+_BULLET = 3  # n right after a list bullet
+
+
 def _with_margin(st: _State, margin: int) -> _State:
-    return st if st.glue or margin <= st.m else _norm(replace(st, m=margin))
+    return st if margin <= st.m else _norm(replace(st, m=margin))
 
 
 def _with_separator(st: _State, sep: str) -> _State:
     # "" < " " < " | ": the strongest separator wins
-    return st if st.glue or sep <= st.p else _norm(replace(st, p=sep))
+    return st if sep <= st.p else _norm(replace(st, p=sep))
 
 
 def _merge(entry: _State, local: _State) -> _State:
@@ -353,25 +368,36 @@ def _fill(st: _State, indent: str) -> _Gap | None:
     if st.m > st.n:
         return _Gap("\n" * (st.m - st.n), indent)
     if st.n:
-        return _Gap(indent=indent) if indent else None
+        return _Gap(indent=indent) if indent and st.n != _BULLET else None
     return _Gap(st.p) if st.p else None
 
 
 def _breaks(st: _State) -> bool:
-    return st.m >= 1 if st.mode == "runtime" else bool(st.n or st.m > st.n)
+    if st.mode == "runtime":
+        return st.m >= 1
+    return st.m > st.n or 0 < st.n < _BULLET
 
 
 def _lit(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def _runtime_gap(st: _State, indent: str) -> str:
+def _runtime_gap(st: _State, indent: str, start_indent: str | None = None) -> str:
+    """The gap as an expression of the namespace; ``start_indent``: when no line break is due."""
     s = f"{_NS}.s"
+    start_indent = indent if start_indent is None else start_indent
+    ind = f'({_lit(start_indent)} if {s}[0] != {_BULLET} else "")' if start_indent else '""'
     if st.m:
-        return f'{{{{ "\\n" * ([{s}[1], {st.m}]|max - {s}[0]) }}}}{indent}'
+        newlines = f'"\\n" * ([{s}[1], {st.m}]|max - {s}[0])'
+        if not indent and not start_indent:
+            return f"{{{{ {newlines} }}}}"
+        due = f"[{s}[1], {st.m}]|max > {s}[0]"
+        return f"{{{{ {newlines} ~ {_lit(indent)} if {due} else {ind} }}}}"
     sep = f"[{s}[2], {_lit(st.p)}]|max" if st.p else f"{s}[2]"
-    newlines = f'"\\n" * ({s}[1] - {s}[0])' + (f" ~ {_lit(indent)}" if indent else "")
-    return f"{{{{ {newlines} if {s}[1] > {s}[0] else ({_lit(indent)} if {s}[0] else {sep}) }}}}"
+    newlines = f'"\\n" * ({s}[1] - {s}[0])'
+    if indent:
+        newlines += f" ~ {_lit(indent)}"
+    return f"{{{{ {newlines} if {s}[1] > {s}[0] else ({ind} if {s}[0] else {sep}) }}}}"
 
 
 def _record(st: _State) -> _Code | None:
@@ -397,6 +423,7 @@ class _TextBuilder:
         self._state = _State()
         self._frames: list[_Frame] = []
         self._line: _Line | None = None
+        self._anchor: _Code | None = None  # outermost loop whose passes may share a line
 
     @property
     def depth(self) -> int:
@@ -409,22 +436,37 @@ class _TextBuilder:
         self._state = _with_separator(self._state, sep)
 
     def glue(self) -> None:
-        self._state = _State(n=0, glue=True)
+        """After a list bullet: the item's text follows it, whatever blocks open first."""
+        self._state = _State(n=_BULLET)
 
     def unglue(self) -> None:
-        """Ends a list item's glue; an item with no text loses its bullet's trailing space."""
-        if self._state.glue:
-            last = self.items[-1]
-            if isinstance(last, _Text) and last.prefix:
-                last.text = last.text.rstrip()
-            self._state = replace(self._state, glue=False)
+        """The list item ends; one with no text loses its bullet's trailing space."""
+        st = self._state
+        if st.mode == "static" and st.n == _BULLET:
+            for item in reversed(self.items):
+                if isinstance(item, _Text | _Code) and (item.line is not None or item.prefix):
+                    if isinstance(item, _Text) and item.prefix:
+                        item.text = item.text.rstrip()
+                    break
+            self._state = _norm(replace(st, n=0))
+        elif st.mode == "runtime":
+            s = f"{_NS}.s"
+            self.items.append(
+                _Code(f"{{% if {s}[0] == {_BULLET} %}}{{% set {s} = (0, 0, \"\") %}}{{% endif %}}")
+            )
 
     def content(self, pieces: list[_Content], *, prefix: bool = False, hang: int = -1) -> None:
+        st = self._state
         gap, breaks = self._gap()
         if gap is not None:
             self.items.append(gap)
-        if breaks or self._line is None:
+        if st.mode == "deferred" and st.loop is not None and not st.m:
+            self._anchor = self._anchor or st.loop.opener
+        if breaks or self._line is None or self._line.wrap != (self.nowrap == 0):
             self._line = _Line(len(self.indent) if hang < 0 else hang, self.nowrap == 0)
+            if not st.m:
+                self._line.loop = self._anchor  # the loop's passes go on on the same line
+        self._anchor = None
         for piece in pieces:
             piece.line = self._line
             piece.prefix = prefix
@@ -432,30 +474,42 @@ class _TextBuilder:
         self._state = _State(n=0)
 
     def link_url(self, pieces: list[_Content]) -> None:
+        """``(url)`` after a link's text, even when the text ended a block or a line."""
         st = self._state
         wrapped = [_Text("("), *pieces, _Text(")")]
-        if st.mode == "static" and not st.n and st.m:
-            # the link ended a block: the URL still follows its text
-            self._state = _State(n=0, p=" ")
+        if st.mode == "static" and st.m and not st.n:
+            self._state = replace(st, m=0, p=" ")
             self.content(wrapped)
             self.block(st.m)
+        elif st.mode == "runtime":
+            # the same, with the line break owed in the namespace: set aside, then owed again
+            s = f"{_NS}.s"
+            self.items.append(
+                _Code(
+                    f"{{% set {_NS}.m = [{s}[1], {st.m}]|max %}}"
+                    f'{{% set {s} = ({s}[0], 0, "" if {s}[0] else " ") %}}'
+                )
+            )
+            self._state = _State("runtime")
+            self.content(wrapped)
+            self.items.append(_Code(f'{{% set {s} = (0, {_NS}.m, "") %}}'))
+            self._state = _State("runtime")
         else:
             self.separate()
             self.content(wrapped)
 
     def br(self) -> None:
+        # a line break owed, not written: a "\n" ending a path in a {% filter wordwrap %}
+        # block would be lost, and one at the end of a block would add to its margin
         self._resolve_deferred()
         st = self._state
         if st.mode == "static":
-            # a pending line break rather than a written one: a "\n" that ends a path inside a
-            # {% filter wordwrap %} block would be lost
-            self._state = _with_margin(replace(st, glue=False), min(max(st.n, st.m) + 1, 2))
+            self._state = _with_margin(st, min(max(st.n, st.m) + 1, 2))
             return
         s = f"{_NS}.s"
-        newlines = f"[[{s}[0], {s}[1], {st.m}]|max + 1, 2]|min"
-        self.items.append(_Gap(f'{{{{ "\\n" * ({newlines} - {s}[0]) }}}}', code=True))
-        self.items.append(_Code(f'{{% set {s} = ({newlines}, 0, "") %}}'))
-        self._state = _State("runtime")
+        n = f"[{s}[0], {s}[1], {st.m}]|max"
+        self.items.append(_Code(f'{{% set {s} = ({s}[0], [{n} + 1, 2]|min, "") %}}'))
+        self._state = _State("runtime", m=1)  # implied by the namespace, and a new line
 
     def underline(self, char: str, first: _Content) -> None:
         self._resolve_deferred()
@@ -498,14 +552,17 @@ class _TextBuilder:
         st = self._state
         if st.mode == "deferred" and st.loop is not None:
             st.loop.forced = True
+            if not st.m:
+                self._anchor = self._anchor or st.loop.opener
             self._state = _State("runtime", m=st.m, p=st.p)
 
     def _open(self, tag: _Tag) -> None:
         if tag.family in ("if", "for"):
             self._resolve_deferred()
         slot = _Slot()
-        self.items += [slot, _Code(tag.src, role="open", scoped=tag.scoped)]
-        frame = _Frame(tag.family, self._state, slot)
+        opener = _Code(tag.src, role="open", scoped=tag.scoped)
+        self.items += [slot, opener]
+        frame = _Frame(tag.family, self._state, slot, opener)
         self._frames.append(frame)
         if tag.family == "for":
             self._state = _State("deferred", loop=frame)
@@ -623,6 +680,7 @@ class _Link:
     pieces: list[_Content]
     key: str  # the URL as compared with the link's text
     start: int  # first output item inside the link
+    depth: int  # Jinja block depth at the opening tag
 
 
 @dataclass(eq=False)
@@ -967,18 +1025,32 @@ class _HtmlWalker(HTMLParser):
         first = pieces[0]
         if isinstance(first, _Text) and first.text.lower().startswith("mailto:"):
             first.text = first.text[len("mailto:") :]
-        element.link = _Link(pieces, _norm_url(_source_of(pieces)), len(self._b.items))
+        b = self._b
+        element.link = _Link(pieces, _norm_url(_source_of(pieces)), len(b.items), b.depth)
 
     def _close_link(self, link: _Link) -> None:
+        b = self._b
+        inside = b.items[link.start :]
         shown: list[str] = []
-        for item in self._b.items[link.start :]:
+        for item in inside:
             if isinstance(item, _Text | _Code) and item.line is not None:
                 shown.append(item.text if isinstance(item, _Text) else item.src)
             elif isinstance(item, _Gap):
                 shown.append(" ")
         text = _norm_url("".join(shown))
-        if text and text != link.key:
-            self._b.link_url(link.pieces)
+        if not text or text == link.key:
+            return
+        tags = [item.role for item in inside if isinstance(item, _Code) and item.role]
+        if not tags or b.depth != link.depth or not _balanced_roles(tags):
+            b.link_url(link.pieces)
+            return
+        # the text may render empty, and then so does the link: capture it to know
+        b.items.insert(link.start, _Code(f"{{% set {_LINK_TEXT} %}}", role="open"))
+        b.items.append(_Code(f"{{% endset %}}{{{{ {_LINK_TEXT} }}}}", role="close"))
+        b.runtime_used = True
+        b.statement(_Tag("stmt", f"{{% if {_LINK_TEXT}|trim %}}", "if", "open", "if"))
+        b.link_url(link.pieces)
+        b.statement(_Tag("stmt", "{% endif %}", "endif", "close", "if"))
 
     def _underline(self, element: _Element) -> None:
         for item in self._b.items[element.mark :]:
@@ -1020,6 +1092,7 @@ def _escape(text: str) -> str:
 
 
 _Flat = _Text | _Code | _Gap | _Underline
+_Region = tuple[int, int, int]  # first item, last item, hang
 
 
 class _Layout:
@@ -1034,8 +1107,11 @@ class _Layout:
                 self._items.append(item.item)
         self._width = width
         self._template = template
+        self._at = {id(item): i for i, item in enumerate(self._items)}
         self._before: dict[int, str] = {}
         self._underlines: dict[int, str] = {}
+        self.captures = False  # a heading is captured in the namespace
+        self._captured: set[int] = set()  # items inside a heading's capture
 
     def render(self) -> str:
         self._headings()
@@ -1053,13 +1129,13 @@ class _Layout:
             i += 1
         return "".join(out)
 
-    def _emit(self, i: int, hang: int = 0) -> str:
+    def _emit(self, i: int, hang: int = 0, *, first_line: bool = False) -> str:
         item = self._items[i]
         if isinstance(item, _Text):
             return _escape(item.text) if self._template else item.text
         if isinstance(item, _Underline):
             return self._underlines.get(i, "")
-        return item.src if isinstance(item, _Code) else item.render(hang)
+        return item.src if isinstance(item, _Code) else item.render(hang, first_line=first_line)
 
     def _region(self, start: int, end: int, hang: int, *, static: bool) -> str:
         width = max(self._width - hang, 10)
@@ -1070,10 +1146,12 @@ class _Layout:
         indent = f"|indent({hang})" if hang else ""
         hoisted: list[str] = []
         body: list[str] = []
+        first_line = True
         for i in range(start, end + 1):
             item = self._items[i]
             scoped = isinstance(item, _Code) and item.scoped
-            (hoisted if scoped else body).append(self._emit(i, hang))
+            (hoisted if scoped else body).append(self._emit(i, hang, first_line=first_line))
+            first_line = first_line and not (isinstance(item, _Gap) and item.breaks)
         return (
             f"{''.join(hoisted)}{{% filter wordwrap({width}, break_long_words=false, "
             f"break_on_hyphens=false){indent} %}}{''.join(body)}{{% endfilter %}}"
@@ -1093,11 +1171,10 @@ class _Layout:
 
     def _headings(self) -> None:
         """Underlines: counted here for literal headings, when rendered otherwise."""
-        at = {id(item): i for i, item in enumerate(self._items)}
         for u, item in enumerate(self._items):
             if not isinstance(item, _Underline):
                 continue
-            first = at[id(item.first)]
+            first = self._at[id(item.first)]
             prefix = "\n" + item.indent
             set_state = f'{{% set {_NS}.s = (0, 0, "") %}}' if item.runtime else ""
             span = self._grow(first, u - 1, partial(self._capturable, first=first))
@@ -1106,10 +1183,12 @@ class _Layout:
                 length = max((len(line) for line in text.splitlines()), default=0)
                 self._underlines[u] = prefix + item.char * length + set_state
             elif span is not None:
+                self.captures = True
+                self._captured.update(range(span[0], span[1] + 1))
                 self._before[span[0]] = self._before.get(span[0], "") + f"{{% set {_HEADING} %}}"
                 longest = f'({_HEADING}|trim).splitlines()|map("length")|max'
                 self._underlines[u] = (
-                    f"{{% endset %}}{{{{ {_HEADING} }}}}{{% if {_HEADING}|trim %}}{prefix}"
+                    f"{{% endset %}}{{{{ {_HEADING}.rstrip() }}}}{{% if {_HEADING}|trim %}}{prefix}"
                     f"{{{{ {_lit(item.char)} * ({longest}) }}}}{set_state}{{% endif %}}"
                 )
             else:  # cut by blocks that do not balance: a rule as long as the source text
@@ -1134,24 +1213,48 @@ class _Layout:
         for i, item in enumerate(self._items):
             if isinstance(item, _Text | _Code) and item.line is not None and not item.prefix:
                 lines.setdefault(id(item.line), (item.line, []))[1].append(i)
-        regions: list[tuple[int, int, int]] = []
+        regions: list[_Region] = []
         for line, at in lines.values():
             done = regions[-1][1] if regions else -1
             if not line.wrap or at[-1] <= done:
                 continue
-            own = self._region_span(next(i for i in at if i > done), at[-1], line.hang, done)
+            first = next(i for i in at if i > done)
+            own = None
+            if line.loop is not None and done < self._at[id(line.loop)] < first:
+                own = self._region_span(self._at[id(line.loop)], at[-1], line.hang, done)
+            own = own or self._region_span(first, at[-1], line.hang, done)
             merged = None
-            if regions and regions[-1][2] == line.hang:
-                # a line that goes on after a block ends: one region with the line before
-                floor = regions[-2][1] if len(regions) > 1 else -1
-                merged = self._region_span(regions[-1][0], at[-1], line.hang, floor)
-            if merged is not None and (at[0] <= done or own is None):
-                regions[-1] = (*merged, line.hang)
+            if own is None or at[0] <= done or (regions and self._joined(done, own[0])):
+                # a line that may go on the previous ones (a block in a branch ended them)
+                merged = self._merge(regions, at[-1], line.hang)
+            if merged is not None:
+                regions[-1] = merged
             elif own is not None:
                 regions.append((*own, line.hang))
         return {
             start: (end, hang, self._is_static(start, end + 1)) for start, end, hang in regions
         }
+
+    def _merge(self, regions: list[_Region], end: int, hang: int) -> _Region | None:
+        """One region from the last ones (of the same hang) to ``end``; they are dropped."""
+        for k in range(1, min(len(regions), 8) + 1):
+            if regions[-k][2] != hang:
+                return None
+            floor = regions[-k - 1][1] if len(regions) > k else -1
+            span = self._region_span(regions[-k][0], end, hang, floor)
+            if span is not None:
+                del regions[len(regions) - k + 1 :]
+                return (*span, hang)
+        return None
+
+    def _joined(self, end: int, start: int) -> bool:
+        """Does nothing between two regions break the line for sure?"""
+        return not any(
+            isinstance(item, _Text | _Underline)
+            or (isinstance(item, _Code) and item.line is not None)
+            or (isinstance(item, _Gap) and not item.code and item.state is None and item.breaks)
+            for item in self._items[end + 1 : start]
+        )
 
     def _region_span(self, start: int, end: int, hang: int, floor: int) -> tuple[int, int] | None:
         span = self._grow(start, end, partial(self._movable, hang=hang, after=floor))
@@ -1201,12 +1304,13 @@ class _Layout:
     def _movable(self, i: int, *, hang: int, after: int) -> bool:
         """Can item ``i`` go inside ``{% filter wordwrap %}`` (a scope, wrapping each line)?"""
         item = self._items[i]
-        if i <= after or isinstance(item, _Underline):
+        if i <= after or i in self._captured or isinstance(item, _Underline):
             return False
         if isinstance(item, _Code) and item.scoped and item.role:
             return False
-        if isinstance(item, _Text | _Code) and item.line is not None and not item.line.wrap:
-            return False
+        if isinstance(item, _Text | _Code) and item.line is not None:
+            # content wraps with its own line's hang
+            return item.line.wrap and item.line.hang == hang
         # the indent filter indents every line but the first: a line break inside must be
         # indented at least as much, and the filter writes the first ``hang`` columns
         if isinstance(item, _Gap) and hang and not item.code and (item.breaks or item.indent):

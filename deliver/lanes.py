@@ -50,6 +50,8 @@ class ProviderLane:
         self.connections = 0
         #: set when the worker stops: waiting for a permit ends at once
         self.closed = False
+        #: recipient domains routed here (a default lane is held by its domains)
+        self.domains: set[str] = set()
 
     def update(self, active: Mapping[str, float], workers: int) -> bool:
         """Recompute the limits; True when the lane just became suspended."""
@@ -80,6 +82,7 @@ class ProviderLane:
             dest = self.destinations[route.key] = Destination(route)
         dest.queue.append(msg)
         self.pending += 1
+        self.domains.add(route.domain)
         return dest
 
     def pop(self, dest: Destination) -> ClaimedMessage | None:

@@ -9,6 +9,7 @@ uniform random number.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from deliver.settings import RetrySettings
@@ -32,7 +33,11 @@ class RetrySchedule:
         """Seconds to wait after the ``attempts``-th failed attempt (1 = the first)."""
         if hint is not None:
             return min(max(hint, 1.0), self.max_interval)
-        base = min(self.initial * self.factor ** max(attempts - 1, 0), self.max_interval)
+        try:
+            grown = self.initial * self.factor ** max(attempts - 1, 0)
+        except OverflowError:  # float ** raises past 1e308 (a thousand short retries do it)
+            grown = math.inf
+        base = min(grown, self.max_interval)
         return max(base * (1.0 + self.jitter * (2.0 * rand - 1.0)), 1.0)
 
     def next_attempt(

@@ -224,9 +224,11 @@ def load_settings(
         raise ConfigError(f"{path}: no such config file")
     base = path.resolve().parent
     flat = _flatten(raw, str(path))
-    flat.update(_from_env(env))
-    flat.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return _build(flat, path, base)
+    from_env = _from_env(env)
+    flat.update(from_env)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    flat.update(given)
+    return _build(flat, path, base, set(from_env) - set(given))
 
 
 def _flatten(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -258,8 +260,11 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-def _build(flat: dict[str, Any], path: Path, base: Path) -> Settings:
+def _build(flat: dict[str, Any], path: Path, base: Path, from_env: set[str]) -> Settings:
     def where(key: str) -> str:
+        # a value from the environment is not in the file: name the variable instead
+        if key in from_env:
+            return f"environment variable SOKURES_{key.replace('.', '_').upper()}: {key}"
         return f"{path}: {key}"
 
     sections: dict[str, Any] = {}
@@ -284,6 +289,10 @@ def _build(flat: dict[str, Any], path: Path, base: Path) -> Settings:
     sign_with = flat.pop("dkim.sign_with", None)
     if isinstance(sign_with, str):
         sign_with = [s.strip() for s in sign_with.split(",") if s.strip()]
+    if not isinstance(sign_with, list | tuple | None) or not all(
+        isinstance(s, str) for s in sign_with or ()
+    ):
+        raise ConfigError(f"{where('dkim.sign_with')}: must be a selector or a list of selectors")
     sign_with = tuple(sign_with or ())
     unknown_selectors = set(sign_with) - {k.selector for k in keys}
     if unknown_selectors:
@@ -359,10 +368,13 @@ def _coerce(value: Any, hint: Any, key: str, where: Any, base: Path, *, duration
                 return False
             raise ValueError(f"not a boolean: {value!r}")
         if target is int:
-            if isinstance(value, bool):
+            # int() would truncate 1.5 to 1 (and fail outside ValueError on inf)
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(f"not an integer: {value!r}")
             return int(value)
         if target is float:
+            if isinstance(value, bool):
+                raise ValueError(f"not a number: {value!r}")
             return float(value)
         if target is Path:
             return _path(value, base)

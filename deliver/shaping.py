@@ -11,6 +11,7 @@ Nothing here does I/O or reads the time: callers pass ``now``.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
@@ -121,6 +122,9 @@ class ShapingPolicy:
         if unknown:
             key = sorted(unknown)[0]
             raise PolicyError(origin.get(key, "shaping"), key, "unknown section")
+        for section in ("default", "providers"):
+            if not isinstance(raw.get(section, {}), dict):
+                raise PolicyError(origin.get(section, "shaping"), section, "must be a table")
         default_raw = dict(raw.get("default", {}))
         default = _provider("default", default_raw, None, origin.get("default", "shaping"))
         providers: dict[str, ProviderPolicy] = {}
@@ -181,9 +185,14 @@ def gcra(tat: float, now: float, interval: float, burst: int) -> tuple[float, fl
     again (``new_tat`` is ``tat`` unchanged). ``burst`` events may go back to back.
     """
     tat = max(tat, now)
-    tolerance = interval * (max(burst, 1) - 1)
-    if tat - now > tolerance:
-        return tat - now - tolerance, tat
+    allow_at = tat - interval * (max(burst, 1) - 1)
+    if now < allow_at:
+        wait = allow_at - now
+        # now + wait can round to just below allow_at, and asking again then must succeed;
+        # a step or two at most (the subtraction is exact when now and allow_at are close)
+        while now + wait < allow_at:
+            wait = math.nextafter(wait, math.inf)
+        return wait, tat
     return 0.0, tat + interval
 
 
@@ -255,15 +264,30 @@ def _merge(
         if key not in ("default", "providers"):
             raise PolicyError(source, key, "unknown section")
     if "default" in extra:
+        _check_table(extra["default"], source, "default")
         out["default"] = _merge_table(out["default"], extra["default"])
         origin["default"] = source
+    if not isinstance(extra.get("providers", {}), dict):
+        raise PolicyError(source, "providers", "must be a table")
     for name, table in dict(extra.get("providers", {})).items():
-        if not isinstance(table, dict):
-            raise PolicyError(source, f"providers.{name}", "must be a table")
+        _check_table(table, source, f"providers.{name}")
         old = {} if table.get("replace") else out["providers"].get(name, {})
         out["providers"][name] = _merge_table(dict(old), table)
         origin[f"providers.{name}"] = source
     return out
+
+
+def _check_table(table: Any, source: str, key: str) -> None:
+    """Check an operator's table before merging: merging keys rules by id, so a duplicate
+    id would vanish, and a rule's index in the merged list is not its index in the file."""
+    if not isinstance(table, dict):
+        raise PolicyError(source, key, "must be a table")
+    rules = table.get("rules", [])
+    if not isinstance(rules, list):
+        raise PolicyError(source, f"{key}.rules", "must be an array of tables ([[...rules]])")
+    ids = [_rule(r, source, f"{key}.rules[{i}]").id for i, r in enumerate(rules)]
+    if len(set(ids)) != len(ids):
+        raise PolicyError(source, f"{key}.rules", "two rules share an id")
 
 
 def _merge_table(old: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

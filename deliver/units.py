@@ -28,6 +28,8 @@ def parse_duration(value: str | int | float) -> float:
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")
     if isinstance(value, int | float):
+        if value != value:  # NaN (TOML and float() accept "nan")
+            raise ValueError(f"not a duration: {value!r}")
         if value < 0:
             raise ValueError(f"negative duration: {value!r}")
         return float(value)

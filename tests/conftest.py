@@ -4,5 +4,6 @@ pytest_plugins = (
     "tests.servers.dns",
     "tests.servers.opendkim",
     "tests.servers.postgres",
+    "tests.servers.smtp_receiver",
     "tests.servers.smtp_sink",
 )

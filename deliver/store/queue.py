@@ -268,6 +268,33 @@ class QueueStore:
                 update(M).where(M.c.id == bindparam("mid"), _pending()).values(**values), params
             )
 
+    def hold(
+        self,
+        campaign_id: int,
+        until: float,
+        *,
+        provider: str | None = None,
+        domains: Sequence[str] = (),
+    ) -> int:
+        """Make the waiting (unleased) messages of a provider, or of some recipient
+        domains, due no earlier than ``until``: a suspension every worker sees."""
+        if provider is None and not domains:
+            return 0
+        which = M.c.provider == provider if provider is not None else M.c.domain.in_(domains)
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(M)
+                .where(
+                    M.c.campaign_id == campaign_id,
+                    M.c.state.in_(PENDING_STATES),
+                    M.c.lease_owner.is_(None),
+                    M.c.next_attempt_at < until,
+                    which,
+                )
+                .values(next_attempt_at=until)
+            )
+        return int(result.rowcount or 0)
+
     # -------------------------------------------------------------- record --
     def record(self, outcomes: Sequence[Outcome]) -> None:
         """Write a batch of outcomes in one transaction: states, events, suppressions."""
