@@ -103,9 +103,14 @@ def campaign_status(store: Store, name: str) -> dict[str, Any]:
         states[state] = states.get(state, 0) + n
         per = providers.setdefault(provider or "unrouted", dict.fromkeys(STATES, 0))
         per[state] = per.get(state, 0) + n
+    reasons: dict[str, dict[str, int]] = {}
+    for (state, reason), n in sorted(store.queue.reasons(campaign.id).items()):
+        reasons.setdefault(state, {})[reason] = n
     return {
         "campaign": campaign.name,
         "total": sum(states.values()),
         "states": states,
         "providers": dict(sorted(providers.items())),
+        # beyond DESIGN.md's contract (added keys only): why messages were not delivered
+        "reasons": reasons,
     }

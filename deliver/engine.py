@@ -494,8 +494,9 @@ class DeliveryEngine:
         if lane.provider != "default":
             await self.db(self.store.queue.hold, self.campaign.id, until, provider=lane.provider)
         else:
-            await self.db(self.store.queue.hold, self.campaign.id, until,
-                          domains=sorted(lane.domains))
+            await self.db(
+                self.store.queue.hold, self.campaign.id, until, domains=sorted(lane.domains)
+            )
 
     async def _sync_rules(self) -> None:
         now = self.clock()

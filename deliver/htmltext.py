@@ -29,20 +29,29 @@ values), so the block structure stays as balanced as the source's. Whitespace-co
 (``{%-``) are applied to the HTML and then removed: in the text template they would eat the
 line breaks written here.
 
-What cannot be known before rendering is left to the text template:
+What only rendering can know is left to the text template, which keeps what it needs in a
+``namespace`` called ``_sokures``:
 
-- a line holding an expression is wrapped when rendered, in ``{% filter wordwrap(...) %}``
-  (the same algorithm this module uses on literal lines);
-- a heading holding an expression is captured (``{% set _sokures_h %}``) and underlined to its
-  rendered length;
-- where ``{% if %}``/``{% for %}`` paths meet with different pending line breaks (a loop of
-  ``<li>`` after a paragraph: a blank line before the first item, a line break between items),
-  each path records its state in the namespace ``_sokures`` and the next text reads it. Paths
-  that agree need none of this, so most templates get none of it.
+- a line holding an expression is wrapped when rendered, in ``{% filter wordwrap(...) %}``:
+  the algorithm this module applies to literal lines, which are wrapped here, once;
+- a heading holding an expression is captured and underlined to its rendered length (its
+  longest line); one cut by blocks that do not balance gets a rule as long as its source text;
+- a link whose text holds statements is captured: if the text renders empty, so does the URL;
+- where ``{% if %}``/``{% for %}`` paths meet owing different line breaks (a loop of ``<li>``
+  after a paragraph: a blank line before the first item, a line break between the others),
+  each path records what it owes and the next text reads it. Paths that agree need none of
+  this, and most templates get none of it.
 
-Render the text template with autoescape off, default delimiters and ``trim_blocks`` off.
-Not handled: ``{% extends %}`` and ``{% include %}`` (rejected: flatten the template first),
-Jinja inside a tag name, and expressions whose value is HTML (``{{ body|safe }}``).
+Render the text template as ``deliver.compose`` does: autoescape off, default delimiters,
+``trim_blocks`` off (a sandbox is fine).
+
+Limits: ``{% extends %}`` and ``{% include %}`` are refused (flatten the template first). Jinja
+inside a tag name is not understood. HTML elements must open and close inside the same Jinja
+block (``{% if x %}<a href="...">{% endif %}`` cannot be followed). An expression is taken as
+text: one that renders HTML (``{{ body|safe }}``) shows its tags, one that renders empty keeps
+its separators (``<p>{{ note }}</p>`` leaves a blank line: wrap it in ``{% if note %}``). In
+unusual nestings (a line going on into a branch that holds a heading or a ``<pre>``) a line may
+stay unwrapped or wrap a few columns early.
 """
 
 from __future__ import annotations
@@ -62,6 +71,7 @@ __all__ = ["html_to_text", "html_to_text_template"]
 _NS = "_sokures"  # the text template's namespace for state that only rendering can know
 _HEADING = f"{_NS}.h"  # a heading holding expressions, captured to be underlined
 _LINK_TEXT = f"{_NS}.l"  # a link text holding statements, captured to know if it is empty
+_ITEM = f"{_NS}.i"  # a list item that may render empty, captured to drop its bullet's space
 _MIN_WIDTH = 20
 
 
@@ -341,23 +351,32 @@ class _Frame:
 
 
 def _norm(st: _State) -> _State:
+    """A static state with what cannot matter dropped, so equal states compare equal."""
     if st.mode != "static":
         return st
     m = st.m if st.m > st.n else 0
     p = st.p if not st.n and not m else ""
-    return st if (m, p) == (st.m, st.p) else replace(st, m=m, p=p)
+    return st if (m, p) == (st.m, st.p) else _State("static", st.n, m, p)
 
 
 _BULLET = 3  # n right after a list bullet
 
 
 def _with_margin(st: _State, margin: int) -> _State:
-    return st if margin <= st.m else _norm(replace(st, m=margin))
+    if margin <= st.m:
+        return st
+    if st.mode != "static":
+        return _State(st.mode, st.n, margin, st.p, st.loop)
+    return st if margin <= st.n else _State("static", st.n, margin)
 
 
 def _with_separator(st: _State, sep: str) -> _State:
     # "" < " " < " | ": the strongest separator wins
-    return st if sep <= st.p else _norm(replace(st, p=sep))
+    if sep <= st.p:
+        return st
+    if st.mode != "static":
+        return _State(st.mode, st.n, st.m, sep, st.loop)
+    return st if st.n or st.m else _State("static", 0, 0, sep)
 
 
 def _merge(entry: _State, local: _State) -> _State:
@@ -439,8 +458,8 @@ class _TextBuilder:
         """After a list bullet: the item's text follows it, whatever blocks open first."""
         self._state = _State(n=_BULLET)
 
-    def unglue(self) -> None:
-        """The list item ends; one with no text loses its bullet's trailing space."""
+    def unglue(self, start: int = -1, depth: int = -1) -> None:
+        """The list item (from item ``start``) ends; with no text, its bullet loses its space."""
         st = self._state
         if st.mode == "static" and st.n == _BULLET:
             for item in reversed(self.items):
@@ -452,8 +471,13 @@ class _TextBuilder:
         elif st.mode == "runtime":
             s = f"{_NS}.s"
             self.items.append(
-                _Code(f"{{% if {s}[0] == {_BULLET} %}}{{% set {s} = (0, 0, \"\") %}}{{% endif %}}")
+                _Code(f'{{% if {s}[0] == {_BULLET} %}}{{% set {s} = (0, 0, "") %}}{{% endif %}}')
             )
+            roles = [it.role for it in self.items[start:] if isinstance(it, _Code) and it.role]
+            if start >= 0 and depth == self.depth and _balanced_roles(roles):
+                # whether the item has text is known when rendered: capture it, then strip it
+                self.items.insert(start, _Code(f"{{% set {_ITEM} %}}", role="open"))
+                self.items.append(_Code(f"{{% endset %}}{{{{ {_ITEM}.rstrip() }}}}", role="close"))
 
     def content(self, pieces: list[_Content], *, prefix: bool = False, hang: int = -1) -> None:
         st = self._state
@@ -484,10 +508,11 @@ class _TextBuilder:
         elif st.mode == "runtime":
             # the same, with the line break owed in the namespace: set aside, then owed again
             s = f"{_NS}.s"
+            owed = f"[{s}[1], {st.m}]|max"
             self.items.append(
                 _Code(
-                    f"{{% set {_NS}.m = [{s}[1], {st.m}]|max %}}"
-                    f'{{% set {s} = ({s}[0], 0, "" if {s}[0] else " ") %}}'
+                    f"{{% set {_NS}.m = 0 if {s}[0] else {owed} %}}"
+                    f'{{% set {s} = ({s}[0], {owed} if {s}[0] else 0, "" if {s}[0] else " ") %}}'
                 )
             )
             self._state = _State("runtime")
@@ -571,7 +596,8 @@ class _TextBuilder:
 
     def _middle(self, tag: _Tag) -> None:
         frame = self._frames[-1] if self._frames else None
-        if frame is None or frame.family not in ("if", tag.family or "for"):
+        allowed = ("if",) if tag.keyword == "elif" else ("if", "for")
+        if frame is None or frame.family not in allowed:
             raise InputError(f"{tag.src} is not inside an if or for block")
         slot = _Slot()
         self.items += [slot, _Code(tag.src, role="middle")]
@@ -616,7 +642,11 @@ class _TextBuilder:
 
         if not frame.forced and all(resolved(st) == entry for st, _ in body + exits):
             for slot, local, indent in frame.deferred:
-                slot.item = _fill(_merge(entry, local), indent)
+                head = _merge(entry, local)
+                if head.mode == "runtime":  # every pass starts from the same namespace state
+                    slot.item = _Gap(indent=indent, state=head)
+                else:
+                    slot.item = _fill(head, indent)
             return entry
         self.runtime_used = True
         frame.entry_slot.item = _record(entry)
@@ -701,7 +731,8 @@ class _Element:
     indent: str | None = None  # indent to restore
     link: _Link | None = None
     heading: str | None = None  # underline character
-    mark: int = 0
+    mark: int = 0  # first output item of a heading or list item
+    depth: int = 0  # Jinja block depth at the start tag
 
 
 def _is_hidden(attrs: list[tuple[str, str | None]]) -> bool:
@@ -939,7 +970,7 @@ class _HtmlWalker(HTMLParser):
             b.nowrap -= 1
             self._pre_pending = ""
         if element.tag == "li":
-            b.unglue()
+            b.unglue(element.mark, element.depth)
         if element.indent is not None:
             b.indent = element.indent
         if element.tag in ("ul", "ol"):
@@ -993,6 +1024,7 @@ class _HtmlWalker(HTMLParser):
         b.unglue()
         b.block(1)
         pieces, width = self._bullet(self._lists[-1] if self._lists else None)
+        element.mark, element.depth = len(b.items), b.depth
         outer = b.indent
         b.content(pieces, prefix=True, hang=len(outer) + width)
         b.glue()
@@ -1177,12 +1209,11 @@ class _Layout:
             first = self._at[id(item.first)]
             prefix = "\n" + item.indent
             set_state = f'{{% set {_NS}.s = (0, 0, "") %}}' if item.runtime else ""
-            span = self._grow(first, u - 1, partial(self._capturable, first=first))
             if self._is_static(first, u):
                 text = "".join(self._plain(it) for it in self._items[first:u]).strip()
                 length = max((len(line) for line in text.splitlines()), default=0)
                 self._underlines[u] = prefix + item.char * length + set_state
-            elif span is not None:
+            elif span := self._grow(first, u - 1, partial(self._capturable, first=first)):
                 self.captures = True
                 self._captured.update(range(span[0], span[1] + 1))
                 self._before[span[0]] = self._before.get(span[0], "") + f"{{% set {_HEADING} %}}"
@@ -1231,9 +1262,7 @@ class _Layout:
                 regions[-1] = merged
             elif own is not None:
                 regions.append((*own, line.hang))
-        return {
-            start: (end, hang, self._is_static(start, end + 1)) for start, end, hang in regions
-        }
+        return {start: (end, hang, self._is_static(start, end + 1)) for start, end, hang in regions}
 
     def _merge(self, regions: list[_Region], end: int, hang: int) -> _Region | None:
         """One region from the last ones (of the same hang) to ``end``; they are dropped."""
@@ -1252,7 +1281,8 @@ class _Layout:
         return not any(
             isinstance(item, _Text | _Underline)
             or (isinstance(item, _Code) and item.line is not None)
-            or (isinstance(item, _Gap) and not item.code and item.state is None and item.breaks)
+            or (isinstance(item, _Gap) and item.state is not None and item.state.m > 0)
+            or (isinstance(item, _Gap) and not item.code and "\n" in item.text)
             for item in self._items[end + 1 : start]
         )
 

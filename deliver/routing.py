@@ -185,6 +185,6 @@ class Router:
             code,
             enhanced,
             text,
-            self.policy.provider_for_domain(domain),
+            self.policy.provider_for_domain(domain) or "default",
             now + ttl,
         )

@@ -311,7 +311,9 @@ def _provider(
     values: dict[str, Any] = {"name": name, "rules": ()}
     for key, kind in (("mx_suffixes", "suffixes"), ("domains", "strings")):
         if key in raw:
-            values[key] = _strings(raw[key], where, f"{prefix}.{key}", suffix=kind == "suffixes")
+            found = _strings(raw[key], where, f"{prefix}.{key}", suffix=kind == "suffixes")
+            # DNS names are case-insensitive: "Gmail.com" must match gmail.com
+            values[key] = tuple(name.lower().rstrip(".") for name in found)
     for key in ("connection_limit", "messages_per_connection", "burst"):
         if key in raw:
             values[key] = _positive_int(raw[key], where, f"{prefix}.{key}")

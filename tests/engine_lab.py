@@ -64,8 +64,13 @@ class EngineLab:
 
     def __post_init__(self) -> None:
         self.config = self.root / "sokures.toml"
-        init_domain("example.com", config_path=self.config, rsa_selector="s1",
-                    ed25519_selector="s2", database_url=self.database_url)
+        init_domain(
+            "example.com",
+            config_path=self.config,
+            rsa_selector="s1",
+            ed25519_selector="s2",
+            database_url=self.database_url,
+        )
         if self.shaping is not None:
             (self.root / "shaping.toml").write_text(self.shaping)
         self.store = Store.open(self.database_url)
@@ -87,7 +92,9 @@ class EngineLab:
         }
         return load_settings(self.config, env={}, overrides=overrides)
 
-    def import_contacts(self, rows: Iterable[Mapping[str, str] | str], list_name: str = "default") -> None:
+    def import_contacts(
+        self, rows: Iterable[Mapping[str, str] | str], list_name: str = "default"
+    ) -> None:
         path = self.root / f"contacts-{time.monotonic_ns()}.csv"
         dicts = [{"email": r} if isinstance(r, str) else dict(r) for r in rows]
         columns = sorted({k for d in dicts for k in d}, key=lambda k: (k != "email", k))
@@ -98,16 +105,25 @@ class EngineLab:
         report = ContactImporter(self.store.contacts, test_domains=True).run(path, list_name)
         assert report.bad_count == 0, report.bad
 
-    def campaign(self, name: str, *, subject: str = "Hello {{ name }}", list_name: str = "default") -> int:
+    def campaign(
+        self, name: str, *, subject: str = "Hello {{ name }}", list_name: str = "default"
+    ) -> int:
         template = self.root / "news.html"
         template.write_text(TEMPLATE)
-        created = create_campaign(self.settings(), self.store, name=name, template=template,
-                                  sender="News <news@example.com>", subject=subject,
-                                  list_name=list_name)
+        created = create_campaign(
+            self.settings(),
+            self.store,
+            name=name,
+            template=template,
+            sender="News <news@example.com>",
+            subject=subject,
+            list_name=list_name,
+        )
         return created.campaign.id
 
-    def send(self, name: str, *, relay: str | None = None, workers: int = 1,
-             **extra: Any) -> SendSummary:
+    def send(
+        self, name: str, *, relay: str | None = None, workers: int = 1, **extra: Any
+    ) -> SendSummary:
         return run_send(self.settings(**extra), name, workers=workers, relay=relay)
 
     def status(self, name: str) -> dict[str, Any]:

@@ -32,8 +32,10 @@ def cli(lab: EngineLab, *args: str) -> list[str]:
 def in_flight(db: Path) -> int:
     """Messages a worker holds a lease on: claimed, maybe sent, not recorded."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        (n,) = conn.execute("SELECT count(*) FROM messages WHERE lease_owner IS NOT NULL "
-                            "AND state IN ('queued', 'deferred')").fetchone()
+        (n,) = conn.execute(
+            "SELECT count(*) FROM messages WHERE lease_owner IS NOT NULL "
+            "AND state IN ('queued', 'deferred')"
+        ).fetchone()
     return int(n)
 
 
@@ -46,7 +48,9 @@ def wait_accepted(farm: ReceiverFarm, n: int, proc: subprocess.Popen[bytes]) -> 
 
 
 @pytest.fixture
-def campaign(tmp_path: Path, receivers: Callable[..., ReceiverFarm]) -> tuple[EngineLab, ReceiverFarm]:
+def campaign(
+    tmp_path: Path, receivers: Callable[..., ReceiverFarm]
+) -> tuple[EngineLab, ReceiverFarm]:
     farm = receivers(["127.0.0.1"])
     lab = EngineLab(tmp_path, f"sqlite:///{tmp_path / 'sokures.db'}")
     lab.import_contacts([f"ok-{i}@dest{i % 4}.test" for i in range(N)])
@@ -57,8 +61,12 @@ def campaign(tmp_path: Path, receivers: Callable[..., ReceiverFarm]) -> tuple[En
 def test_kill_9_then_resume_loses_nothing(campaign: tuple[EngineLab, ReceiverFarm]) -> None:
     lab, farm = campaign
     env = {**os.environ, "SOKURES_ENGINE_LINGER": "2"}
-    proc = subprocess.Popen(cli(lab, "send", "big", "--relay", farm.relay, "--json"), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cli(lab, "send", "big", "--relay", farm.relay, "--json"),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     wait_accepted(farm, N // 3, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
@@ -66,8 +74,13 @@ def test_kill_9_then_resume_loses_nothing(campaign: tuple[EngineLab, ReceiverFar
     received_at_kill = len(farm.journal.accepted)
     assert 0 < received_at_kill < N
 
-    second = subprocess.run(cli(lab, "send", "big", "--relay", farm.relay, "--json"), env=env,
-                            capture_output=True, timeout=120, check=False)
+    second = subprocess.run(
+        cli(lab, "send", "big", "--relay", farm.relay, "--json"),
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
     assert second.returncode == 0, second.stderr.decode()
     status = json.loads(second.stdout)
     assert status["states"]["delivered"] == N
@@ -81,10 +94,14 @@ def test_kill_9_then_resume_loses_nothing(campaign: tuple[EngineLab, ReceiverFar
 
 
 def test_sigterm_stops_cleanly_and_resumes_without_duplicates(
-        campaign: tuple[EngineLab, ReceiverFarm]) -> None:
+    campaign: tuple[EngineLab, ReceiverFarm],
+) -> None:
     lab, farm = campaign
-    proc = subprocess.Popen(cli(lab, "send", "big", "--relay", farm.relay, "--json"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cli(lab, "send", "big", "--relay", farm.relay, "--json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     wait_accepted(farm, N // 3, proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
@@ -94,7 +111,8 @@ def test_sigterm_stops_cleanly_and_resumes_without_duplicates(
     assert in_flight(lab.root / "sokures.db") == 0  # every lease handed back
     assert stopped["states"]["queued"] > 0
 
-    subprocess.run(cli(lab, "send", "big", "--relay", farm.relay), check=True, timeout=120,
-                   capture_output=True)
+    subprocess.run(
+        cli(lab, "send", "big", "--relay", farm.relay), check=True, timeout=120, capture_output=True
+    )
     delivered = farm.journal.delivered_to()
     assert len(delivered) == len(set(delivered)) == N

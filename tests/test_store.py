@@ -7,6 +7,7 @@ instead of skipping). Times are passed to the store explicitly, so no test sleep
 from __future__ import annotations
 
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, event, func, inspect, select
+from sqlalchemy import Engine, create_engine, event, func, inspect, select, text
 
 from deliver.errors import ConfigError, InputError, NotFound, StoreError
 from deliver.store import ClaimedMessage, MessageState, Outcome, Store, redact_url
@@ -145,7 +146,17 @@ def test_reopening_runs_no_ddl_and_keeps_the_data(store_url: str) -> None:
     # the log does see the migration's DDL: its silence on re-open means something
     assert any("CREATE TABLE messages" in s for s in first_open.statements)
     assert second_open.starting_with("CREATE", "ALTER", "DROP", "INSERT", "UPDATE") == []
+    # nor does it take the migration lock (it would wait behind any long write)
+    assert second_open.starting_with("BEGIN") == []
+    assert not any("pg_advisory" in s for s in second_open.statements)
     assert any("alembic_version" in s for s in second_open.statements)
+
+
+def test_open_creates_the_directory_of_a_sqlite_file(tmp_path: Path) -> None:
+    path = tmp_path / "not" / "yet" / "there.db"
+    store = Store.open(f"sqlite:///{path}")
+    store.close()
+    assert path.is_file()
 
 
 def test_migrated_schema_matches_the_models(store: Store) -> None:
@@ -153,6 +164,63 @@ def test_migrated_schema_matches_the_models(store: Store) -> None:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         differences = compare_metadata(context, Base.metadata)
     assert differences == []
+
+
+OPEN_WHEN_TOLD = """
+import sys
+from deliver.store import Store
+print("ready", flush=True)
+sys.stdin.readline()
+Store.open(sys.argv[1]).close()
+"""
+
+
+def test_processes_opening_a_fresh_database_at_once_all_succeed(store_url: str) -> None:
+    # e.g. workers on several hosts started together against an empty database
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_WHEN_TOLD, store_url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == "ready\n"
+        for proc in procs:  # imports done: now they race for the migration
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        results = [proc.communicate(timeout=60) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    assert [p.returncode for p in procs] == [0] * len(procs), [err for _, err in results]
+    store = Store.open(store_url)
+    try:
+        with store.engine.connect() as conn:
+            assert MigrationContext.configure(conn).get_current_revision() == head_revision()
+    finally:
+        store.close()
+
+
+def test_a_failed_migration_leaves_no_half_made_schema(store_url: str) -> None:
+    # a table in the way makes the migration fail part way through
+    engine = create_engine(store_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE messages (id INTEGER PRIMARY KEY)"))
+        with pytest.raises(StoreError, match="database"):
+            Store.open(store_url)
+        with engine.connect() as conn:
+            tables = set(inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+    assert tables == {"messages"}
 
 
 def test_redact_url_hides_the_password() -> None:
@@ -364,6 +432,7 @@ def test_record_updates_pending_messages_and_inserts_events(store: Store) -> Non
     )
 
     bob_row = message_row(store, bob.id)
+    assert store.queue.find_message(cid, "BOB@example.com") == bob_row
     assert bob_row["state"] == "delivered"
     assert bob_row["attempts"] == 2
     assert bob_row["done_at"] == NOW + 700
@@ -668,6 +737,19 @@ def test_a_three_per_hour_rule_fires_on_the_third_hit_in_the_window(store: Store
     assert hit(NOW + 4200) is None
 
 
+def test_pruned_hits_no_longer_count(store: Store) -> None:
+    def hit(at: float) -> float | None:
+        return store.shaping.hit(
+            "google", "slow", at, threshold=3, window=3600, duration=600, text="421"
+        )
+
+    assert hit(NOW) is None
+    assert hit(NOW + 10) is None
+    store.shaping.prune(before=NOW + 5)
+    assert hit(NOW + 20) is None  # two hits left in the window, not three
+    assert hit(NOW + 30) == NOW + 630
+
+
 def test_active_lists_only_rules_still_in_force_and_clear_ends_them(store: Store) -> None:
     shaping = store.shaping
     shaping.hit("google", "a", NOW, threshold=1, window=60, duration=100, text="x")
@@ -685,3 +767,19 @@ def test_active_lists_only_rules_still_in_force_and_clear_ends_them(store: Store
     # a rule that fires again after a clear is active again
     shaping.hit("google", "a", NOW + 10, threshold=1, window=60, duration=100, text="x")
     assert [a.rule for a in shaping.active(NOW + 20)] == ["a"]
+
+
+# ----------------------------------------------------------------- domains --
+
+
+def test_domains_remember_the_provider_and_mx_hosts(store: Store) -> None:
+    assert store.domains.provider_of("gmail.com") is None
+    store.domains.save("gmail.com", "google", ["gmail-smtp-in.l.google.com"], NOW)
+    store.domains.save("small.example", None, [], NOW)
+    assert store.domains.provider_of("gmail.com") == "google"
+    assert store.domains.provider_of("small.example") is None
+
+    store.domains.save("small.example", "microsoft", ["small-example.mail.protection"], NOW + 1)
+
+    assert store.domains.provider_of("small.example") == "microsoft"
+    assert store.domains.provider_of("gmail.com") == "google"

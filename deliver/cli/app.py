@@ -379,6 +379,27 @@ def status(
         console.print(status_table(result))
 
 
+# ------------------------------------------------------------------- demo --
+@app.command()
+@handles_errors
+def demo(
+    contacts: Annotated[
+        int, typer.Option(min=10, max=1_000_000, help="Contacts in the synthetic list.")
+    ] = 5000,
+    dashboard: Annotated[
+        bool, typer.Option("--dashboard/--no-dashboard", help="Open the dashboard at the end.")
+    ] = True,
+    workdir: Annotated[Path, typer.Option(help="Where the demo keeps its files.")] = Path(
+        "demo-run"
+    ),
+) -> None:
+    """Run the whole pipeline on this machine against the local lab (loopback only)."""
+    from lab.demo import DemoOptions, run_demo
+
+    code = run_demo(DemoOptions(contacts=contacts, workdir=workdir, dashboard=dashboard), console)
+    raise typer.Exit(code)
+
+
 def main() -> None:
     # a broken pipe (sokures status --json | head) is not an error worth a traceback
     try:

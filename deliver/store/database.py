@@ -17,7 +17,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
@@ -28,6 +28,8 @@ __all__ = ["MIGRATIONS", "head_revision", "migrate", "open_engine", "redact_url"
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _migrate_lock = threading.Lock()
+#: PostgreSQL advisory lock key held while migrating ("soku" in ASCII)
+_MIGRATE_KEY = 0x736F6B75
 
 
 def redact_url(url: str) -> str:
@@ -104,6 +106,14 @@ def migrate(engine: Engine) -> None:
         if current == head:
             return
         with _migrate_lock, engine.begin() as conn:
+            # Other processes may open the same fresh database at once: hold a
+            # database-wide lock for the whole upgrade, which then starts by reading the
+            # revision again. On SQLite this also makes the DDL one transaction (pysqlite
+            # would otherwise autocommit each CREATE, and a crash would leave half a schema).
+            if engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATE_KEY})
             cfg = _alembic_config()
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")

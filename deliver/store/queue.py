@@ -426,6 +426,20 @@ class QueueStore:
             ).all()
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
+    def reasons(self, campaign_id: int) -> dict[tuple[str, str], int]:
+        """Messages per (state, reason) for those not delivered (bounces, deferrals)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(M.c.state, M.c.reason, func.count())
+                .where(
+                    M.c.campaign_id == campaign_id,
+                    M.c.state != "delivered",
+                    M.c.reason.is_not(None),
+                )
+                .group_by(M.c.state, M.c.reason)
+            ).all()
+        return {(r[0], r[1]): int(r[2]) for r in rows}
+
     def is_suppressed(self, email_keys: Sequence[str]) -> set[str]:
         if not email_keys:
             return set()

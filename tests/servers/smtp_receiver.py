@@ -73,8 +73,11 @@ def by_local_part(rcpt: str, attempt: int) -> Behaviour:
     if local.startswith("always421"):
         return Behaviour(rcpt="421 4.3.2 System not accepting network messages, try later")
     if local.startswith("later"):  # a hint, then accepted
-        return Behaviour(data="451 4.7.1 Greylisted, please try again in 2 seconds") \
-            if attempt == 1 else Behaviour()
+        return (
+            Behaviour(data="451 4.7.1 Greylisted, please try again in 2 seconds")
+            if attempt == 1
+            else Behaviour()
+        )
     if local.startswith("drop"):  # connection lost in the middle of DATA, then accepted
         return Behaviour(drop_in_data=True) if attempt == 1 else Behaviour()
     if local.startswith("slow"):
@@ -135,18 +138,27 @@ class Journal:
 
 
 class ScriptedHandler:
-    def __init__(self, name: str, script: Callable[[str, int], Behaviour], journal: Journal) -> None:
+    def __init__(
+        self, name: str, script: Callable[[str, int], Behaviour], journal: Journal
+    ) -> None:
         self.name = name
         self.script = script
         self.journal = journal
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
-                          address: str, rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
         attempt = self.journal.next_attempt(address)
         behaviour = self.script(address, attempt)
         session.behaviour = behaviour  # type: ignore[attr-defined]
-        self.journal.add(Attempt(time.time(), address, "rcpt", behaviour.rcpt, self.name,
-                                 _tls(session)))
+        self.journal.add(
+            Attempt(time.time(), address, "rcpt", behaviour.rcpt, self.name, _tls(session))
+        )
         if behaviour.rcpt.startswith("2"):
             envelope.rcpt_tos.append(address)
         elif behaviour.rcpt.startswith("421") and behaviour.close_after_421:
@@ -157,18 +169,21 @@ class ScriptedHandler:
         behaviour: Behaviour = session.behaviour  # type: ignore[attr-defined]
         rcpt = envelope.rcpt_tos[0]
         if behaviour.drop_in_data:
-            self.journal.add(Attempt(time.time(), rcpt, "data", "--- dropped", self.name,
-                                     _tls(session)))
+            self.journal.add(
+                Attempt(time.time(), rcpt, "data", "--- dropped", self.name, _tls(session))
+            )
             server.transport.close()  # type: ignore[union-attr]
             return "421 4.4.2 closing"  # never reaches the client: the transport is gone
         if behaviour.delay:
             await asyncio.sleep(behaviour.delay)
-        self.journal.add(Attempt(time.time(), rcpt, "data", behaviour.data, self.name,
-                                 _tls(session)))
+        self.journal.add(
+            Attempt(time.time(), rcpt, "data", behaviour.data, self.name, _tls(session))
+        )
         if behaviour.data.startswith("2"):
             content = envelope.original_content or b""
-            self.journal.add(Accepted(time.time(), envelope.mail_from or "", rcpt, content,
-                                      self.name))
+            self.journal.add(
+                Accepted(time.time(), envelope.mail_from or "", rcpt, content, self.name)
+            )
         elif behaviour.data.startswith("421") and behaviour.close_after_421:
             _close_soon(server)
         return behaviour.data
@@ -184,13 +199,24 @@ def _close_soon(server: SMTP) -> None:
 
 
 class Receiver:
-    def __init__(self, host: str, port: int, script: Callable[[str, int], Behaviour],
-                 journal: Journal, *, tls_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        script: Callable[[str, int], Behaviour],
+        journal: Journal,
+        *,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         handler = ScriptedHandler(host, script, journal)
-        kwargs: dict[str, Any] = {"hostname": host, "port": port, "ready_timeout": 10,
-                                  "enable_SMTPUTF8": True}
+        kwargs: dict[str, Any] = {
+            "hostname": host,
+            "port": port,
+            "ready_timeout": 10,
+            "enable_SMTPUTF8": True,
+        }
         if tls_context is not None:
             kwargs.update(tls_context=tls_context, require_starttls=False)
         self.controller = Controller(handler, **kwargs)
@@ -205,15 +231,21 @@ class Receiver:
 class ReceiverFarm:
     """Receivers sharing one port on several loopback addresses, and one journal."""
 
-    def __init__(self, hosts: Sequence[str] = ("127.0.0.1",),
-                 script: Callable[[str, int], Behaviour] = by_local_part, *, tls: bool = False) -> None:
+    def __init__(
+        self,
+        hosts: Sequence[str] = ("127.0.0.1",),
+        script: Callable[[str, int], Behaviour] = by_local_part,
+        *,
+        tls: bool = False,
+    ) -> None:
         self.hosts = tuple(hosts)
         self.journal = Journal()
         self.port = _shared_port(self.hosts)
         self._tmp = tempfile.TemporaryDirectory(prefix="receivers-")
         context = _self_signed(Path(self._tmp.name)) if tls else None
-        self.receivers = [Receiver(h, self.port, script, self.journal, tls_context=context)
-                          for h in self.hosts]
+        self.receivers = [
+            Receiver(h, self.port, script, self.journal, tls_context=context) for h in self.hosts
+        ]
 
     def __enter__(self) -> ReceiverFarm:
         for r in self.receivers:
@@ -257,16 +289,28 @@ def _self_signed(directory: Path) -> ssl.SSLContext:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mx.lab.test")])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
     (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "key.pem").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (directory / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
     return context

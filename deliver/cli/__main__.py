@@ -1,0 +1,5 @@
+"""``python -m deliver.cli``: the same as the ``sokures`` command."""
+
+from deliver.cli.app import main
+
+main()
