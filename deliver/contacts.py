@@ -198,11 +198,13 @@ class ContactImporter:
             # surrogateescape: a byte that is not UTF-8 spoils its own row only (a strict
             # decoder fails a whole read buffer, rows and line numbers with it)
             text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
+            # the header is checked before anything is written: a bad file changes nothing
+            reader, names = _open_reader(text, dialect, str(path))
             now = self.clock()
             list_id = self.store.ensure_list(list_name, now)
             import_id = self.store.start_import(str(path), list_id, now)
             batch: list[ContactRow] = []
-            for item in self._rows(text, dialect, str(path), report):
+            for item in self._rows(reader, names, report):
                 if isinstance(item, BadRow):
                     self._bad(report, item, on_bad)
                     continue
@@ -227,22 +229,8 @@ class ContactImporter:
         return report
 
     def _rows(
-        self,
-        text: io.TextIOWrapper,
-        dialect: type[csv.Dialect],
-        source: str,
-        report: ImportReport,
+        self, reader: Any, names: list[str], report: ImportReport
     ) -> Iterator[ContactRow | BadRow]:
-        reader = csv.reader(text, dialect=dialect)
-        try:
-            first = next(reader, None)
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise InputError(f"unreadable header: {exc}", line=1, source=source) from None
-        if first is None:
-            raise InputError("empty file", source=source)
-        if _not_utf8(first):
-            raise InputError("header is not UTF-8 text", line=1, source=source)
-        names = _header(first, source)
         line = reader.line_num + 1
         while True:
             try:
@@ -277,6 +265,22 @@ class ContactImporter:
             report.bad.append(bad)
         if on_bad:
             on_bad(bad)
+
+
+def _open_reader(
+    text: io.TextIOWrapper, dialect: type[csv.Dialect], source: str
+) -> tuple[Any, list[str]]:
+    """A CSV reader past the header, and the header's column names (checked)."""
+    reader = csv.reader(text, dialect=dialect)
+    try:
+        first = next(reader, None)
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise InputError(f"unreadable header: {exc}", line=1, source=source) from None
+    if first is None:
+        raise InputError("empty file", source=source)
+    if _not_utf8(first):
+        raise InputError("header is not UTF-8 text", line=1, source=source)
+    return reader, _header(first, source)
 
 
 def _not_utf8(values: list[str]) -> bool:

@@ -3,12 +3,11 @@
 Each token carries ids and a truncated HMAC-SHA256 under the installation's token
 key, so a bounce or an unsubscribe request can be traced to its message and
 contact, and nobody can forge one for somebody else's address. Everything is
-lowercase base32/base36: some MTAs lowercase local parts.
+lowercase hex/base36: some MTAs lowercase local parts.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import os
@@ -21,8 +20,11 @@ from deliver.errors import ConfigError
 __all__ = ["TokenSigner", "b36", "generate_token_key", "load_token_key"]
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
-_VERP_RE = re.compile(r"^(?P<prefix>.+)-(?P<id>[0-9a-z]+)-(?P<mac>[a-z2-7]{8})$")
-_UNSUB_RE = re.compile(r"^(?P<c>[0-9a-z]+)\.(?P<p>[0-9a-z]+)\.(?P<mac>[a-z2-7]{16})$")
+# MACs in hex: lowercase by nature, and hexdigest() is C (base32 is Python: ~20 µs each)
+_VERP_MAC = 10  # 40 bits: a forged bounce must also name a real message
+_UNSUB_MAC = 16  # 64 bits: an unsubscribe acts on someone's subscription
+_VERP_RE = re.compile(r"^(?P<prefix>.+)-(?P<id>[0-9a-z]+)-(?P<mac>[0-9a-f]{10})$")
+_UNSUB_RE = re.compile(r"^(?P<c>[0-9a-z]+)\.(?P<p>[0-9a-z]+)\.(?P<mac>[0-9a-f]{16})$")
 
 
 def b36(n: int) -> str:
@@ -70,12 +72,11 @@ class TokenSigner:
 
     def _mac(self, purpose: str, *parts: int, length: int) -> str:
         msg = purpose.encode() + b":" + b":".join(str(p).encode() for p in parts)
-        digest = hmac.new(self._key, msg, hashlib.sha256).digest()
-        return base64.b32encode(digest).decode("ascii").lower()[:length]
+        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()[:length]
 
     def verp_local(self, prefix: str, message_id: int) -> str:
         """Local part of the envelope sender: ``<prefix>-<id>-<mac>``."""
-        return f"{prefix}-{b36(message_id)}-{self._mac('verp', message_id, length=8)}"
+        return f"{prefix}-{b36(message_id)}-{self._mac('verp', message_id, length=_VERP_MAC)}"
 
     def parse_verp(self, local: str) -> int | None:
         """The message id a VERP local part encodes, or None if it is not ours."""
@@ -83,12 +84,12 @@ class TokenSigner:
         if not m:
             return None
         message_id = int(m["id"], 36)
-        if not hmac.compare_digest(m["mac"], self._mac("verp", message_id, length=8)):
+        if not hmac.compare_digest(m["mac"], self._mac("verp", message_id, length=_VERP_MAC)):
             return None
         return message_id
 
     def unsubscribe(self, campaign_id: int, contact_id: int) -> str:
-        mac = self._mac("unsub", campaign_id, contact_id, length=16)
+        mac = self._mac("unsub", campaign_id, contact_id, length=_UNSUB_MAC)
         return f"{b36(campaign_id)}.{b36(contact_id)}.{mac}"
 
     def parse_unsubscribe(self, token: str) -> tuple[int, int] | None:
@@ -96,11 +97,11 @@ class TokenSigner:
         if not m:
             return None
         campaign_id, contact_id = int(m["c"], 36), int(m["p"], 36)
-        expected = self._mac("unsub", campaign_id, contact_id, length=16)
+        expected = self._mac("unsub", campaign_id, contact_id, length=_UNSUB_MAC)
         if not hmac.compare_digest(m["mac"], expected):
             return None
         return campaign_id, contact_id
 
     def message_id_tag(self, message_id: int) -> str:
         """Keeps Message-IDs unique between installations sending for one domain."""
-        return self._mac("mid", message_id, length=8)
+        return self._mac("mid", message_id, length=_VERP_MAC)

@@ -219,7 +219,8 @@ def test_multipart_alternative_with_the_rendered_templates() -> None:
     }
     for part in parsed.iter_parts():
         assert part.get_content_charset() == "utf-8"
-        assert part["Content-Transfer-Encoding"] == "quoted-printable"
+        # ASCII with short lines: sent as it is (RFC 2045 §2.7)
+        assert part["Content-Transfer-Encoding"] == "7bit"
 
 
 def test_plain_text_campaign_is_a_single_part() -> None:
@@ -321,19 +322,44 @@ def test_quoted_printable_lines_never_exceed_76() -> None:
     assert p["text/html"] == f"<p>{long_line}</p>" + "<span>" * 100
 
 
-@settings(max_examples=60, deadline=None)
+@pytest.mark.parametrize(
+    ("body", "encoding"),
+    [
+        ("plain ASCII\nshort lines\n", "7bit"),
+        ("caf\u00e9\n", "quoted-printable"),  # not ASCII
+        ("x" * 999 + "\n", "quoted-printable"),  # longer than RFC 5322's 998
+        ("x" * 998 + "\n", "7bit"),
+    ],
+)
+def test_transfer_encoding_is_7bit_only_when_it_may_be(body: str, encoding: str) -> None:
+    record = campaign(html_template=None, text_template="{{ contact.body }}")
+    parsed = parse(compose(record, message(fields={"body": body})))
+    assert parsed["Content-Transfer-Encoding"] == encoding
+    assert parsed.get_content().replace("\r\n", "\n") == body
+
+
+def test_7bit_parts_lose_trailing_blanks_that_relays_would_strip() -> None:
+    record = campaign(html_template=None, text_template="{{ contact.body }}")
+    composed = compose(record, message(fields={"body": "a  \nb\t\nc"}))
+    assert body_of(composed.to_bytes()) == b"a\r\nb\r\nc\r\n"
+
+
+@settings(max_examples=80, deadline=None)
 @given(st.text(max_size=400))
-def test_any_text_survives_quoted_printable(value: str) -> None:
+def test_any_text_survives_either_encoding(value: str) -> None:
     record = campaign(html_template=None, text_template="{{ contact.body }}")
     composed = compose(record, message(fields={"body": value}))
-    for line in body_of(composed.to_bytes()).split(b"\r\n"):
-        assert len(line) <= 76, line
     parsed = parse(composed)
+    limit = 76 if parsed["Content-Transfer-Encoding"] == "quoted-printable" else 998
+    for line in body_of(composed.to_bytes()).split(b"\r\n"):
+        assert len(line) <= limit, line
     content = parsed.get_content()
     assert isinstance(content, str)
     expected = value.replace("\r\n", "\n").replace("\r", "\n")
     if not expected.endswith("\n"):
         expected += "\n"
+    if parsed["Content-Transfer-Encoding"] == "7bit":
+        expected = re.sub(r"[ \t]+\n", "\n", expected)
     assert content.replace("\r\n", "\n") == expected
 
 

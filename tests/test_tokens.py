@@ -54,7 +54,7 @@ def test_verp_round_trips(message_id: int) -> None:
     signer = TokenSigner(KEY)
     local = signer.verp_local("bounce", message_id)
     assert local == local.lower()
-    assert re.fullmatch(r"bounce-[0-9a-z]+-[a-z2-7]{8}", local)
+    assert re.fullmatch(r"bounce-[0-9a-z]+-[0-9a-f]{10}", local)
     assert signer.parse_verp(local) == message_id
 
 
@@ -113,7 +113,7 @@ def test_unsubscribe_token_round_trips(campaign_id: int, contact_id: int) -> Non
     signer = TokenSigner(KEY)
     token = signer.unsubscribe(campaign_id, contact_id)
     assert token == token.lower()
-    assert re.fullmatch(r"[0-9a-z]+\.[0-9a-z]+\.[a-z2-7]{16}", token)
+    assert re.fullmatch(r"[0-9a-z]+\.[0-9a-z]+\.[0-9a-f]{16}", token)
     assert signer.parse_unsubscribe(token) == (campaign_id, contact_id)
 
 
@@ -168,7 +168,7 @@ def test_verp_and_unsubscribe_macs_are_not_interchangeable(signer: TokenSigner) 
 
 def test_message_id_tag(signer: TokenSigner) -> None:
     tag = signer.message_id_tag(99)
-    assert re.fullmatch(r"[a-z2-7]{8}", tag)
+    assert re.fullmatch(r"[0-9a-f]{10}", tag)
     assert tag != signer.message_id_tag(100)
     assert tag != TokenSigner(OTHER_KEY).message_id_tag(99)
 

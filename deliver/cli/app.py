@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.text import Text
 
 from deliver.cli.output import SendProgress, console, err_console, print_json, status_table
 from deliver.errors import SokuresError
@@ -42,7 +43,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 
 
 def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[red]sokures: error:[/red] {message}", highlight=False, markup=True)
+    # a Text, not markup: user data in messages ("[b]", ":smile:") is shown as it is
+    err_console.print(Text.assemble(("sokures: error: ", "red"), message), highlight=False)
     raise typer.Exit(code)
 
 
@@ -54,7 +56,7 @@ def handles_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except SokuresError as exc:
-            fail(_escape(str(exc)), exc.exit_code)
+            fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             err_console.print("interrupted")
             raise typer.Exit(130) from None
@@ -66,19 +68,13 @@ def handles_errors(fn: F) -> F:
             # no traceback (it could carry row data); SOKURES_DEBUG=1 shows it
             first = str(exc).splitlines()[0][:300] if str(exc) else ""
             fail(
-                _escape(
-                    f"internal error: {type(exc).__name__}: {first} "
-                    "(run with SOKURES_DEBUG=1 for the traceback)"
-                ),
+                f"internal error: {type(exc).__name__}: {first} "
+                "(run with SOKURES_DEBUG=1 for the traceback)",
                 1,
             )
         return None
 
     return wrapper  # type: ignore[return-value]
-
-
-def _escape(text: str) -> str:
-    return text.replace("[", "\\[")
 
 
 @app.callback()
@@ -220,7 +216,7 @@ def contacts_import(
         nonlocal shown
         shown += 1
         if shown <= 50 and not json_out:
-            err_console.print(f"{file}:{bad.line}: {_escape(bad.reason)}", highlight=False)
+            err_console.print(Text(f"{file}:{bad.line}: {bad.reason}"), highlight=False)
 
     progress = Progress(
         *Progress.get_default_columns(),
@@ -288,7 +284,7 @@ def campaign_create(
         print_json(created.as_dict())
         return
     for w in created.warnings:
-        err_console.print(f"[yellow]warning:[/yellow] {w}")
+        err_console.print(Text.assemble(("warning: ", "yellow"), w))
     d = created.as_dict()
     console.print(
         f"campaign [b]{name}[/b]: {d['queued']:,} messages queued, "
@@ -334,7 +330,7 @@ def send(
         )
     after = campaign_status(store, campaign)
     for e in summary.worker_errors:
-        err_console.print(f"[red]{_escape(e)}[/red]")
+        err_console.print(Text(e, style="red"))
     if json_out:
         print_json(
             {
