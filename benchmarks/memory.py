@@ -93,7 +93,9 @@ def watch_send(pid: int, sink: Sink, stop_after: int, timeout: float) -> SendWat
             _, watch.returncode, watch.maxrss_mb = done
             break
         now = time.monotonic() - started
-        watch.samples.append((round(now, 2), tree_rss_kib(pid) / 1024))
+        rss = tree_rss_kib(pid)
+        if rss:  # 0: it has just exited (a zombie has no VmRSS)
+            watch.samples.append((round(now, 2), rss / 1024))
         if stop_after and watch.stopped_at is None and sink.count() >= stop_after:
             watch.stopped_at, watch.stop_time = sink.count(), now
             log(f"memory: sink has {watch.stopped_at:,} messages: SIGTERM to the send")

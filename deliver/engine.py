@@ -55,9 +55,14 @@ class EngineOptions:
     record_batch: int = 256
     record_interval: float = 0.05
     sign_threads: int = 0
+    #: workers started together with this one (``send --workers N``): they share the
+    #: providers' rates from the start, before the store shows them all as live
+    peers: int = 1
 
     @classmethod
-    def from_settings(cls, s: Settings, linger: float | None = None) -> EngineOptions:
+    def from_settings(
+        cls, s: Settings, linger: float | None = None, peers: int = 1
+    ) -> EngineOptions:
         e = s.engine
         return cls(
             helo=s.sender.helo_name,
@@ -69,6 +74,7 @@ class EngineOptions:
             record_batch=e.record_batch,
             record_interval=e.record_interval,
             sign_threads=e.sign_threads,
+            peers=peers,
         )
 
 
@@ -119,7 +125,7 @@ class DeliveryEngine:
         )
         self.lanes: dict[str, ProviderLane] = {}
         self.active: dict[str, dict[str, float]] = defaultdict(dict)
-        self.workers = 1
+        self.workers = max(options.peers, 1)
         self.worker_id = 0
         self.inflight = 0
         self.max_inflight = options.claim_batch * 2
@@ -520,8 +526,9 @@ class DeliveryEngine:
                 await self.db(self.store.queue.heartbeat, self.worker_id, now, lease)
                 await self.db(self.store.queue.release_dead, now, self.opt.lease_seconds * 2)
                 workers = await self.db(self.store.queue.live_workers, now, self.opt.lease_seconds)
+                workers = max(workers, self.opt.peers, 1)
                 if workers != self.workers:
-                    self.workers = max(workers, 1)
+                    self.workers = workers
                     for lane in self.lanes.values():
                         await self._apply(lane)
 

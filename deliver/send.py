@@ -33,9 +33,26 @@ from deliver.store.campaigns import CampaignRecord
 from deliver.tokens import TokenSigner, load_token_key
 from deliver.units import parse_host_port
 
-__all__ = ["SendSummary", "build_engine", "run_send", "sender_identity", "signers_for"]
+__all__ = [
+    "SendRequest",
+    "SendSummary",
+    "build_engine",
+    "run_send",
+    "sender_identity",
+    "signers_for",
+]
 
 ProgressFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """What ``sokures send`` was asked to do (picklable: worker processes get it)."""
+
+    campaign: str
+    relay: str | None = None
+    linger: float | None = None
+    workers: int = 1
 
 
 @dataclass
@@ -81,15 +98,13 @@ def build_engine(
     settings: Settings,
     store: Store,
     campaign: CampaignRecord,
-    *,
-    relay: str | None,
-    linger: float | None,
+    request: SendRequest,
     stats: SendStats,
 ) -> DeliveryEngine:
     policy = ShapingPolicy.load(settings.shaping_file)
     tokens = TokenSigner(load_token_key(settings.sender.token_key_file))
     composer = MessageComposer(campaign, sender_identity(settings), tokens)
-    relay = relay if relay is not None else settings.smtp.relay
+    relay = request.relay if request.relay is not None else settings.smtp.relay
     if relay:
         try:
             relay_address = parse_host_port(relay, 25)
@@ -110,25 +125,20 @@ def build_engine(
         signers=signers_for(settings),
         policy=policy,
         router=router,
-        options=EngineOptions.from_settings(settings, linger),
+        options=EngineOptions.from_settings(settings, request.linger, peers=request.workers),
         schedule=RetrySchedule.from_settings(settings.retry),
         stats=stats,
     )
 
 
 async def _run_engine(
-    settings: Settings,
-    campaign_name: str,
-    relay: str | None,
-    linger: float | None,
-    report: ProgressFn | None,
-    stop: asyncio.Event,
+    settings: Settings, request: SendRequest, report: ProgressFn | None, stop: asyncio.Event
 ) -> RunResult:
     store = Store.open(settings.database_url)
     try:
-        campaign = store.campaigns.get(campaign_name)
+        campaign = store.campaigns.get(request.campaign)
         stats = SendStats()
-        engine = build_engine(settings, store, campaign, relay=relay, linger=linger, stats=stats)
+        engine = build_engine(settings, store, campaign, request, stats)
         task = asyncio.create_task(engine.run(stop))
         while not task.done():
             await asyncio.wait({task}, timeout=0.25)
@@ -145,14 +155,7 @@ def _install_stop(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-def _worker_main(
-    settings: Settings,
-    campaign_name: str,
-    relay: str | None,
-    linger: float | None,
-    updates: Any,
-    index: int,
-) -> None:
+def _worker_main(settings: Settings, request: SendRequest, updates: Any, index: int) -> None:
     """A worker process: runs the engine, sends counter snapshots to the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns ^C into SIGTERM
 
@@ -160,12 +163,7 @@ def _worker_main(
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         return await _run_engine(
-            settings,
-            campaign_name,
-            relay,
-            linger,
-            lambda snap: updates.put(("stats", index, snap)),
-            stop,
+            settings, request, lambda snap: updates.put(("stats", index, snap)), stop
         )
 
     try:
@@ -176,87 +174,82 @@ def _worker_main(
 
 
 def run_send(
-    settings: Settings,
-    campaign_name: str,
-    *,
-    workers: int = 1,
-    relay: str | None = None,
-    linger: float | None = None,
-    progress: ProgressFn | None = None,
+    settings: Settings, request: SendRequest, *, progress: ProgressFn | None = None
 ) -> SendSummary:
+    """Send the campaign with ``request.workers`` workers; returns when they are done."""
     started = time.monotonic()
-    if workers <= 1:
-        return _run_in_process(settings, campaign_name, relay, linger, progress, started)
+    if request.workers <= 1:
+        return _run_in_process(settings, request, progress, started)
     ctx = mp.get_context("spawn")
     updates = ctx.Queue()
     procs = [
         ctx.Process(
-            target=_worker_main,
-            args=(settings, campaign_name, relay, linger, updates, i),
-            name=f"sokures-worker-{i}",
+            target=_worker_main, args=(settings, request, updates, i), name=f"sokures-worker-{i}"
         )
-        for i in range(workers)
+        for i in range(request.workers)
     ]
     for p in procs:
         p.start()
-    snaps: dict[int, dict[str, Any]] = {}
-    summary = SendSummary(campaign_name, 0.0, {})
-    finished: set[int] = set()
 
-    def forward_interrupt(*_: object) -> None:
+    def forward(*_: object) -> None:  # ^C or SIGTERM: the workers stop cleanly
         for p in procs:
             p.terminate()
 
-    previous = signal.signal(signal.SIGINT, forward_interrupt)
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while len(finished) < workers:
-            try:
-                msg = updates.get(timeout=0.25)
-            except queue_mod.Empty:
-                for i, p in enumerate(procs):
-                    if not p.is_alive() and i not in finished:
-                        finished.add(i)
-                        summary.worker_errors.append(f"worker {i} exited with code {p.exitcode}")
-                continue
-            kind, index = msg[0], msg[1]
-            if kind == "stats":
-                snaps[index] = msg[2]
-            elif kind == "done":
-                snaps[index] = msg[2]
-                summary.waiting = msg[3]
-                summary.next_due = min(filter(None, [summary.next_due, msg[4]]), default=None)
-                summary.stopped = summary.stopped or msg[5]
-                finished.add(index)
-            elif kind == "error":
-                summary.worker_errors.append(f"worker {index}: {msg[2]}")
-                finished.add(index)
-            if progress and snaps:
-                progress(SendStats.merge(list(snaps.values())))
+        summary = _collect(request, procs, updates, progress)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         for p in procs:
             p.join(timeout=30)
-    summary.stats = SendStats.merge(list(snaps.values()))
     summary.seconds = time.monotonic() - started
     return summary
 
 
+def _collect(
+    request: SendRequest, procs: list[Any], updates: Any, progress: ProgressFn | None
+) -> SendSummary:
+    """Read the workers' reports until each has finished (or died)."""
+    snaps: dict[int, dict[str, Any]] = {}
+    summary = SendSummary(request.campaign, 0.0, {})
+    finished: set[int] = set()
+    while len(finished) < len(procs):
+        try:
+            kind, index, *rest = updates.get(timeout=0.25)
+        except queue_mod.Empty:
+            for i, p in enumerate(procs):
+                if not p.is_alive() and i not in finished:
+                    finished.add(i)
+                    summary.worker_errors.append(f"worker {i} exited with code {p.exitcode}")
+            continue
+        if kind in ("stats", "done"):
+            snaps[index] = rest[0]
+        if kind == "done":
+            summary.waiting = rest[1]
+            summary.next_due = min(filter(None, [summary.next_due, rest[2]]), default=None)
+            summary.stopped = summary.stopped or rest[3]
+            finished.add(index)
+        elif kind == "error":
+            summary.worker_errors.append(f"worker {index}: {rest[0]}")
+            finished.add(index)
+        if progress and snaps:
+            progress(SendStats.merge(list(snaps.values())))
+    summary.stats = SendStats.merge(list(snaps.values()))
+    return summary
+
+
 def _run_in_process(
-    settings: Settings,
-    campaign_name: str,
-    relay: str | None,
-    linger: float | None,
-    progress: ProgressFn | None,
-    started: float,
+    settings: Settings, request: SendRequest, progress: ProgressFn | None, started: float
 ) -> SendSummary:
     async def main() -> RunResult:
         stop = asyncio.Event()
         _install_stop(stop)
-        return await _run_engine(settings, campaign_name, relay, linger, progress, stop)
+        return await _run_engine(settings, request, progress, stop)
 
     result = asyncio.run(main())
     return SendSummary(
-        campaign_name,
+        request.campaign,
         time.monotonic() - started,
         dict(result.stats),
         waiting=result.waiting,

@@ -8,9 +8,11 @@ what=${1:-test}
 declare -A bin_pkg=(
   [/usr/lib/postgresql]=postgresql
   [/usr/sbin/opendkim-testmsg]=opendkim-tools
+  [/usr/sbin/smtp-sink]=postfix
+  [/usr/bin/unshare]=util-linux
+  [/usr/sbin/runuser]=util-linux
 )
 if [[ $what == bench ]]; then
-  bin_pkg[/usr/sbin/smtp-sink]=postfix
   bin_pkg[/usr/sbin/opendkim]=opendkim
   bin_pkg[/usr/sbin/knotd]=knot
   bin_pkg[/usr/bin/kdig]=knot-dnsutils
@@ -20,6 +22,8 @@ missing=()
 for path in "${!bin_pkg[@]}"; do
   [[ -e $path ]] || missing+=("${bin_pkg[$path]}")
 done
+# one package may provide several programs
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u | sed '/^$/d')
 (( ${#missing[@]} == 0 )) && exit 0
 if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
   echo "installing Debian packages: ${missing[*]}" >&2

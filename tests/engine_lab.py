@@ -17,7 +17,7 @@ from deliver.campaigns import campaign_status, create_campaign
 from deliver.contacts import ContactImporter
 from deliver.dkim import dns_record, load_private_key
 from deliver.domain_setup import init_domain
-from deliver.send import SendSummary, run_send
+from deliver.send import SendRequest, SendSummary, run_send
 from deliver.settings import Settings, load_settings
 from deliver.store import Store
 from deliver.store.models import DeliveryEvent, Message, ShapingState, Suppression, table
@@ -124,7 +124,7 @@ class EngineLab:
     def send(
         self, name: str, *, relay: str | None = None, workers: int = 1, **extra: Any
     ) -> SendSummary:
-        return run_send(self.settings(**extra), name, workers=workers, relay=relay)
+        return run_send(self.settings(**extra), SendRequest(name, relay=relay, workers=workers))
 
     def status(self, name: str) -> dict[str, Any]:
         return campaign_status(self.store, name)

@@ -316,7 +316,7 @@ def send(
 ) -> None:
     """Send a campaign: DKIM-signed, paced per provider, every attempt recorded."""
     from deliver.campaigns import campaign_status
-    from deliver.send import run_send
+    from deliver.send import SendRequest, run_send
 
     settings = settings_from(
         ctx, **{"smtp.port": port, "dns.nameservers": tuple(nameserver) if nameserver else None}
@@ -325,9 +325,8 @@ def send(
     before = campaign_status(store, campaign)
     pending = before["states"]["queued"] + before["states"]["deferred"]
     with SendProgress(campaign, pending, enabled=not json_out) as view:
-        summary = run_send(
-            settings, campaign, workers=workers, relay=relay, linger=linger, progress=view.update
-        )
+        request = SendRequest(campaign, relay=relay, linger=linger, workers=workers)
+        summary = run_send(settings, request, progress=view.update)
     after = campaign_status(store, campaign)
     for e in summary.worker_errors:
         err_console.print(Text(e, style="red"))
