@@ -389,19 +389,7 @@ class DeliveryEngine:
             duration_ms=int(delivery.seconds * 1000),
         )
         permanent = None if delivery.stage in _TRANSACTION_STAGES else False
-        self._done(
-            decide(
-                msg,
-                delivery.reply,
-                now=now,
-                schedule=self.schedule,
-                rand=self.rng.random(),
-                where=where,
-                permanent=permanent,
-                force_bounce=force_bounce,
-            ),
-            lane,
-        )
+        self._decided(msg, delivery.reply, lane, where, now, permanent, force_bounce)
         return delivery
 
     def _prepare(self, msg: ClaimedMessage, now: float) -> tuple[str, bytes]:
@@ -422,21 +410,31 @@ class DeliveryEngine:
         host = dest.route.hosts[0].name if dest.route.hosts else None
         where = AttemptContext(provider=lane.provider, mx_host=host)
         while (msg := lane.pop(dest)) is not None:
-            self._done(
-                decide(
-                    msg,
-                    opened.reply,
-                    now=now,
-                    schedule=self.schedule,
-                    rand=self.rng.random(),
-                    where=where,
-                    permanent=False,
-                    force_bounce=force_bounce,
-                ),
-                lane,
-            )
+            self._decided(msg, opened.reply, lane, where, now, False, force_bounce)
             if others:
                 break
+
+    def _decided(
+        self,
+        msg: ClaimedMessage,
+        reply: SmtpReply,
+        lane: ProviderLane,
+        where: AttemptContext,
+        now: float,
+        permanent: bool | None,
+        force_bounce: bool,
+    ) -> None:
+        outcome = decide(
+            msg,
+            reply,
+            now=now,
+            schedule=self.schedule,
+            rand=self.rng.random(),
+            where=where,
+            permanent=permanent,
+            force_bounce=force_bounce,
+        )
+        self._done(outcome, lane)
 
     def _done(self, outcome: Outcome, lane: ProviderLane | None = None) -> None:
         until = lane.suspended_until() if lane is not None else None

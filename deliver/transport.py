@@ -11,6 +11,7 @@ the handshake fails (RFC 7435: unauthenticated encryption beats none),
 from __future__ import annotations
 
 import contextlib
+import functools
 import ssl
 import time
 from dataclasses import dataclass
@@ -218,7 +219,8 @@ async def open_session(
     last: Delivery | None = None
     for host in route.hosts:
         for address in host.addresses:
-            session = SmtpSession(
+            session = functools.partial(
+                SmtpSession,
                 host,
                 address,
                 route.port,
@@ -227,22 +229,15 @@ async def open_session(
                 connect_timeout=connect_timeout,
                 command_timeout=command_timeout,
             )
-            result = await session.open()
+            first = session()
+            result = await first.open()
             if result.usable:
-                return session, result
+                return first, result
             if result.stage == "starttls" and tls == "opportunistic" and result.reply.code is None:
-                session = SmtpSession(
-                    host,
-                    address,
-                    route.port,
-                    helo=helo,
-                    tls=tls,
-                    connect_timeout=connect_timeout,
-                    command_timeout=command_timeout,
-                )
-                result = await session.open(allow_tls=False)
+                clear = session()
+                result = await clear.open(allow_tls=False)
                 if result.usable:
-                    return session, result
+                    return clear, result
             last = result
     assert last is not None
     return None, last

@@ -1,6 +1,7 @@
 """Fixtures shared by the test suite: real servers on loopback (see tests/servers/)."""
 
 pytest_plugins = (
+    "tests.store_helpers",
     "tests.servers.dns",
     "tests.servers.opendkim",
     "tests.servers.postgres",

@@ -7,7 +7,7 @@ nothing is mocked.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +141,18 @@ def set_worker(store: Store, worker_id: int, **values: Any) -> None:
     """Change a worker row (its pid, its last heartbeat) as another process would have."""
     with store.engine.begin() as conn:
         conn.execute(update(W).where(W.c.id == worker_id).values(**values))
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store on SQLite (a file) and on PostgreSQL (a fresh database)."""
+    return store_url_for(request, tmp_path)
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    opened = Store.open(store_url)
+    try:
+        yield opened
+    finally:
+        opened.close()

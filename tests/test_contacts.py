@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +18,9 @@ from deliver.contacts import BadRow, ContactImporter, ImportReport
 from deliver.errors import InputError, NotFound
 from deliver.store import Store
 from deliver.store.models import ContactImport, table
-from tests.store_helpers import BACKENDS, NOW, store_url_for
+from tests.store_helpers import NOW
 
 SOKURES = Path(sys.executable).parent / "sokures"
-
-
-@pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return store_url_for(request, tmp_path)
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    opened = Store.open(store_url)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def write_csv(tmp_path: Path, text: str, name: str = "contacts.csv") -> Path:

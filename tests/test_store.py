@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,6 @@ from deliver.store import ClaimedMessage, MessageState, Outcome, Store, redact_u
 from deliver.store.database import head_revision
 from deliver.store.models import Base, Message, Suppression, Worker, table
 from tests.store_helpers import (
-    BACKENDS,
     NOW,
     add_contacts,
     contact_row,
@@ -32,7 +31,6 @@ from tests.store_helpers import (
     message_row,
     message_rows,
     set_worker,
-    store_url_for,
     suppress,
 )
 
@@ -40,20 +38,6 @@ M = table(Message)
 S = table(Suppression)
 W = table(Worker)
 LEASE = 300.0
-
-
-@pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return store_url_for(request, tmp_path)
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    opened = Store.open(store_url)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def campaign_of(
