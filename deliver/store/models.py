@@ -158,7 +158,8 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         UniqueConstraint("campaign_id", "contact_id"),
-        Index("ix_messages_campaign_state", "campaign_id", "state"),
+        # status per (state, provider) reads this index alone, with no temporary B-tree
+        Index("ix_messages_campaign_state", "campaign_id", "state", "provider"),
         # the claim query's index: only the rows still waiting are in it
         Index(
             "ix_messages_due",

@@ -197,7 +197,9 @@ def upgrade() -> None:
         ),
     )
     with op.batch_alter_table("messages", schema=None) as batch_op:
-        batch_op.create_index("ix_messages_campaign_state", ["campaign_id", "state"], unique=False)
+        batch_op.create_index(
+            "ix_messages_campaign_state", ["campaign_id", "state", "provider"], unique=False
+        )
         batch_op.create_index(
             "ix_messages_due",
             ["campaign_id", "next_attempt_at"],
