@@ -51,7 +51,10 @@ block (``{% if x %}<a href="...">{% endif %}`` cannot be followed). An expressio
 text: one that renders HTML (``{{ body|safe }}``) shows its tags, one that renders empty keeps
 its separators (``<p>{{ note }}</p>`` leaves a blank line: wrap it in ``{% if note %}``). In
 unusual nestings (a line going on into a branch that holds a heading or a ``<pre>``) a line may
-stay unwrapped or wrap a few columns early.
+stay unwrapped or wrap a few columns early. Statements inside an ``href`` that is not shown
+(``#...``, ``javascript:``) are dropped; an ``alt`` or URL made only of statements that render
+empty shows ``[]`` or ``()``; a loop-built ``<ol>`` of ten items or more hangs wrapped lines one
+column short.
 
 How it works, module by module (all private):
 
