@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from deliver.dns import DnsStatus, Resolver
+from deliver.dns import DnsStatus, MxRecord, Resolver
 from deliver.shaping import ShapingPolicy
 
 __all__ = ["MxHost", "Route", "RouteFailure", "Router"]
@@ -115,8 +115,7 @@ class Router:
             targets = [(0, domain)]
         else:
             records = [
-                (int(r.preference), r.exchange.to_text(omit_final_dot=True))  # type: ignore[attr-defined]
-                for r in mx.records
+                (r.preference, r.exchange) for r in mx.records if isinstance(r, MxRecord)
             ]
             real = [(p, h) for p, h in records if h not in ("", ".")]
             if not real:  # RFC 7505 §3: null MX, the domain accepts no mail
@@ -170,7 +169,7 @@ class Router:
         for rdtype in rdtypes:
             answer = await self.resolver.query(host, rdtype)
             if answer.ok:
-                addresses.extend(r.to_text() for r in answer.records)  # type: ignore[attr-defined]
+                addresses.extend(answer.addresses())
             elif not answer.status.definitive:
                 failed = True
         return tuple(addresses), failed
