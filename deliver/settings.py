@@ -43,6 +43,7 @@ __all__ = [
     "DkimKey",
     "DnsSettings",
     "EngineSettings",
+    "ProbeSettings",
     "RetrySettings",
     "SenderSettings",
     "Settings",
@@ -116,6 +117,21 @@ class DnsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ProbeSettings:
+    #: the IP addresses mail is sent from (PTR/FCrDNS, SPF evaluation, DNSBL)
+    sending_ips: tuple[str, ...] = ()
+    #: DNSBL zones queried for the sending IPs, and for the domain
+    dnsbl_ip_zones: tuple[str, ...] = ("zen.spamhaus.org", "bl.spamcop.net")
+    dnsbl_domain_zones: tuple[str, ...] = ("dbl.spamhaus.org",)
+    #: rulebooks evaluated when ``probe`` is not given ``--rulebook``
+    rulebooks: tuple[str, ...] = ("gmail@latest", "yahoo@latest", "outlook@latest")
+    #: domains audited at once (each runs its checks' lookups concurrently)
+    concurrency: int = 200
+    #: the DNS timeout for probes (a lookup that takes longer is an ``error`` result)
+    dns_timeout: float = 3.0
+
+
+@dataclass(frozen=True, slots=True)
 class RetrySettings:
     """Retry schedule for deferred (4xx) messages, in seconds."""
 
@@ -155,6 +171,7 @@ class Settings:
     dns: DnsSettings = field(default_factory=DnsSettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
+    probes: ProbeSettings = field(default_factory=ProbeSettings)
     #: operator's shaping file, merged over the shipped ``deliver/shaping.toml``
     shaping_file: Path | None = None
 
@@ -183,6 +200,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "dns": DnsSettings,
     "retry": RetrySettings,
     "engine": EngineSettings,
+    "probes": ProbeSettings,
 }
 _DURATION_FIELDS = {
     ("retry", "initial"),
@@ -194,6 +212,7 @@ _DURATION_FIELDS = {
     ("smtp", "connect_timeout"),
     ("smtp", "command_timeout"),
     ("dns", "timeout"),
+    ("probes", "dns_timeout"),
 }
 
 
@@ -316,6 +335,7 @@ def _build(flat: dict[str, Any], path: Path, base: Path, from_env: set[str]) -> 
         dns=sections["dns"],
         retry=sections["retry"],
         engine=sections["engine"],
+        probes=sections["probes"],
         shaping_file=_path(shaping, base) if shaping else None,
     )
 

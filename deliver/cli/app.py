@@ -395,6 +395,10 @@ def demo(
     raise typer.Exit(code)
 
 
+# the probe commands live in their own module; importing it registers them on `app`
+from deliver.cli import probe_cmds as _probe_cmds  # noqa: E402,F401
+
+
 def main() -> None:
     # a broken pipe (sokures status --json | head) is not an error worth a traceback
     try:

@@ -1,7 +1,7 @@
 """The store: every query sokures runs lives in this package.
 
 ``Store.open(url)`` returns the engine with the schema migrated and one object per
-concern (``contacts``, ``campaigns``, ``queue``, ``shaping``, ``domains``).
+concern (``contacts``, ``campaigns``, ``queue``, ``shaping``, ``domains``, ``probes``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from deliver.store.contacts import ContactRow, ContactStore, MergeCounts
 from deliver.store.database import open_engine, redact_url
 from deliver.store.domains import DomainStore
 from deliver.store.models import MessageState
+from deliver.store.probes import ProbeStore, StoredReport
 from deliver.store.queue import ClaimedMessage, Outcome, QueueStore
 from deliver.store.shaping_state import ActiveRule, ShapingStateStore
 
@@ -26,7 +27,9 @@ __all__ = [
     "MergeCounts",
     "MessageState",
     "Outcome",
+    "ProbeStore",
     "Store",
+    "StoredReport",
     "redact_url",
 ]
 
@@ -39,6 +42,7 @@ class Store:
     queue: QueueStore
     shaping: ShapingStateStore
     domains: DomainStore
+    probes: ProbeStore
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -50,6 +54,7 @@ class Store:
             QueueStore(engine),
             ShapingStateStore(engine),
             DomainStore(engine),
+            ProbeStore(engine),
         )
 
     def close(self) -> None:

@@ -40,6 +40,9 @@ __all__ = [
     "ListMember",
     "Message",
     "MessageState",
+    "ProbeCheck",
+    "ProbeReport",
+    "ProbeRun",
     "ShapingHit",
     "ShapingState",
     "Suppression",
@@ -291,3 +294,53 @@ def table(model: type[Base]) -> Table:
     t = model.__table__
     assert isinstance(t, Table)
     return t
+
+
+class ProbeRun(Base):
+    """One ``sokures probe`` or ``check-message`` run: when, and with which options."""
+
+    __tablename__ = "probe_runs"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    #: "domain" (probe) or "message" (check-message)
+    kind: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[float] = mapped_column(Double)
+    finished_at: Mapped[float | None] = mapped_column(Double)
+    #: rulebook ids evaluated, selectors, sending IPs, nameserver: never secrets
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ProbeReport(Base):
+    """One domain (or message) audited in a run; the history the dashboard shows."""
+
+    __tablename__ = "probe_reports"
+    __table_args__ = (Index(None, "subject", "checked_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    run_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("probe_runs.id", ondelete="CASCADE"), index=True
+    )
+    #: the domain, or for a message its file name / Message-ID
+    subject: Mapped[str] = mapped_column(String(998))
+    checked_at: Mapped[float] = mapped_column(Double)
+    #: the worst check status: pass, warn, error, fail
+    status: Mapped[str] = mapped_column(String(8))
+    #: {rulebook id: {"status", "failed", ...}}
+    compliance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ProbeCheck(Base):
+    """One check's result within a report; a row each, so SQL can count failures by id."""
+
+    __tablename__ = "probe_checks"
+    __table_args__ = (Index(None, "check_id", "status"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    report_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("probe_reports.id", ondelete="CASCADE"), index=True
+    )
+    check_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(8))
+    message: Mapped[str] = mapped_column(Text)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    fix: Mapped[str | None] = mapped_column(Text)
