@@ -116,7 +116,7 @@ def init_domain(
         )
     token_key = keys_dir / "token.key"
     generate_token_key(token_key)
-    config_path.write_text(_config_text(domain, files, base, database_url), encoding="utf-8")
+    config_path.write_text(_config_text(domain, files, base, database_url, ips), encoding="utf-8")
     records = (_spf(domain, ips), *dkim_records, _dmarc(domain))
     return InitResult(config_path, domain, tuple(files), records)
 
@@ -139,7 +139,11 @@ def _dmarc(domain: str) -> DnsRecord:
 
 
 def _config_text(
-    domain: str, files: list[tuple[str, str, Path]], base: Path, database_url: str | None
+    domain: str,
+    files: list[tuple[str, str, Path]],
+    base: Path,
+    database_url: str | None,
+    ips: tuple[str, ...] = (),
 ) -> str:
     def rel(p: Path) -> str:
         return str(p.relative_to(base)) if p.is_relative_to(base) else str(p)
@@ -149,6 +153,9 @@ def _config_text(
         for s, a, p in files
     )
     database = f'\n[database]\nurl = "{database_url}"\n' if database_url else ""
+    listed = ", ".join(f'"{ip}"' for ip in ips)
+    sending_ips = f"sending_ips = [{listed}]" if ips else '# sending_ips = ["192.0.2.10"]'
+
     return f"""# sokures configuration, written by `sokures init --domain {domain}`.
 # Environment variables SOKURES_<SECTION>_<KEY> override any value (e.g. SOKURES_SMTP_PORT).
 
@@ -173,6 +180,10 @@ port = 25
 [dns]
 # nameservers = ["127.0.0.1:5353"]   # default: the system resolver
 timeout = 5.0
+
+[probes]
+# the addresses mail leaves from: `sokures probe` checks their PTR, SPF result and DNSBLs
+{sending_ips}
 
 [retry]
 initial = "5m"
