@@ -28,44 +28,69 @@ from deliver.cli.probe_output import (
     rulebook_list,
     rulebook_table,
 )
+from deliver.cli.probe_run import (
+    ProbeSetup,
+    make_resolver,
+    run_domains,
+    stream_domains,
+    workers_for,
+)
 from deliver.errors import ConfigError, InputError
 from deliver.settings import Settings
 
 __all__ = ["rules_app"]
 
-rules_app = typer.Typer(help="Provider rulebooks: list, show and compare versions.",
-                        no_args_is_help=True)
+rules_app = typer.Typer(
+    help="Provider rulebooks: list, show and compare versions.", no_args_is_help=True
+)
 app.add_typer(rules_app, name="rules")
 
 SelectorOpt = Annotated[
     list[str] | None,
-    typer.Option("--selector", "-s", help="DKIM selector to check (repeatable).",
-                 show_default=False),
+    typer.Option(
+        "--selector", "-s", help="DKIM selector to check (repeatable).", show_default=False
+    ),
 ]
 IpOpt = Annotated[
     list[str] | None,
-    typer.Option("--ip", help="A sending IP: PTR/FCrDNS, SPF result, DNSBL (repeatable).",
-                 show_default=False),
+    typer.Option(
+        "--ip", help="A sending IP: PTR/FCrDNS, SPF result, DNSBL (repeatable).", show_default=False
+    ),
 ]
 NameserverOpt = Annotated[
     list[str] | None,
-    typer.Option("--nameserver", "-n", help="Ask this DNS server (HOST[:PORT], repeatable) "
-                 "instead of the system's.", show_default=False),
+    typer.Option(
+        "--nameserver",
+        "-n",
+        help="Ask this DNS server (HOST[:PORT], repeatable) instead of the system's.",
+        show_default=False,
+    ),
 ]
 RulebookOpt = Annotated[
     list[str] | None,
-    typer.Option("--rulebook", "-r", help="Rulebook to check compliance with, e.g. "
-                 "gmail@latest or yahoo@2024-02 (repeatable; default: each provider's latest).",
-                 show_default=False),
+    typer.Option(
+        "--rulebook",
+        "-r",
+        help="Rulebook to check compliance with, e.g. "
+        "gmail@latest or yahoo@2024-02 (repeatable; default: each provider's latest).",
+        show_default=False,
+    ),
 ]
 SkipOpt = Annotated[
     list[str] | None,
-    typer.Option("--skip", help="Leave out a check group: mx, spf, dkim, dmarc, ptr, mta_sts, "
-                 "tlsrpt, bimi, dnsbl (repeatable).", show_default=False),
+    typer.Option(
+        "--skip",
+        help="Leave out a check group: mx, spf, dkim, dmarc, ptr, mta_sts, "
+        "tlsrpt, bimi, dnsbl (repeatable).",
+        show_default=False,
+    ),
 ]
 BulkOpt = Annotated[
-    bool, typer.Option("--bulk/--not-bulk", help="Apply the bulk-sender requirements "
-                       "(over 5,000 messages a day to a provider).")
+    bool,
+    typer.Option(
+        "--bulk/--not-bulk",
+        help="Apply the bulk-sender requirements (over 5,000 messages a day to a provider).",
+    ),
 ]
 
 
@@ -107,8 +132,9 @@ def read_domains(path: Path) -> DomainList:
     return out
 
 
-def _selectors(settings: Settings, domain: str | None, given: Sequence[str],
-               sample: Path | None) -> tuple[str, ...]:
+def _selectors(
+    settings: Settings, domain: str | None, given: Sequence[str], sample: Path | None
+) -> tuple[str, ...]:
     selectors = list(given)
     if sample is not None:
         selectors += _sample_selectors(sample, domain)
@@ -127,9 +153,7 @@ def _sample_selectors(sample: Path, domain: str | None) -> list[str]:
         raise InputError(f"{sample}: cannot read: {exc.strerror}") from None
     found = []
     for header in message.get_all("DKIM-Signature") or []:
-        tags = dict(
-            part.strip().split("=", 1) for part in str(header).split(";") if "=" in part
-        )
+        tags = dict(part.strip().split("=", 1) for part in str(header).split(";") if "=" in part)
         d = "".join(tags.get("d", "").split()).lower().rstrip(".")
         s = "".join(tags.get("s", "").split())
         if s and (domain is None or d == domain):
@@ -150,40 +174,29 @@ def _local_keys(settings: Settings, domain: str | None) -> dict[str, bytes]:
             keys[key.selector] = public_key_bytes(key.key_file)[1]
         except (OSError, ValueError) as exc:
             # the key file's path only, never its contents
-            raise ConfigError(f"DKIM key for selector {key.selector} ({key.key_file}): "
-                              f"cannot load: {exc}") from None
+            raise ConfigError(
+                f"DKIM key for selector {key.selector} ({key.key_file}): cannot load: {exc}"
+            ) from None
     return keys
 
 
-@dataclass
-class ProbeSetup:
-    settings: Settings
-    nameservers: tuple[str, ...]
-    options: Any  # probes.checks.ProbeOptions
-    rulebooks: list[Any]
-    bulk: bool
-
-    def record(self) -> dict[str, Any]:
-        """What the stored run says about its options (never a secret)."""
-        return {
-            "nameservers": list(self.nameservers),
-            "selectors": list(self.options.selectors),
-            "ips": list(self.options.ips),
-            "rulebooks": [r.id for r in self.rulebooks],
-            "skip": sorted(self.options.skip),
-            "bulk": self.bulk,
-        }
-
-
-def probe_setup(settings: Settings, *, domain: str | None, selector: Sequence[str],
-                ip: Sequence[str], nameserver: Sequence[str], rulebook: Sequence[str],
-                skip: Sequence[str], sample: Path | None, bulk: bool) -> ProbeSetup:
+def probe_setup(
+    settings: Settings,
+    *,
+    domain: str | None,
+    selector: Sequence[str],
+    ip: Sequence[str],
+    nameserver: Sequence[str],
+    rulebook: Sequence[str],
+    skip: Sequence[str],
+    sample: Path | None,
+    bulk: bool,
+) -> ProbeSetup:
     import ipaddress
-
-    from probes.rulebook import load_rulebook
 
     from probes.catalog import GROUPS
     from probes.checks import ProbeOptions
+    from probes.rulebook import load_rulebook
 
     ips = []
     for value in [*ip] or list(settings.probes.sending_ips):
@@ -193,8 +206,9 @@ def probe_setup(settings: Settings, *, domain: str | None, selector: Sequence[st
             raise InputError(f"--ip {value!r} is not an IP address") from None
     unknown = sorted(set(skip) - set(GROUPS))
     if unknown:
-        raise InputError(f"--skip: unknown check group {unknown[0]!r} "
-                         f"(groups: {', '.join(GROUPS)})")
+        raise InputError(
+            f"--skip: unknown check group {unknown[0]!r} (groups: {', '.join(GROUPS)})"
+        )
     options = ProbeOptions(
         selectors=_selectors(settings, domain, selector, sample),
         ips=tuple(ips),
@@ -208,92 +222,48 @@ def probe_setup(settings: Settings, *, domain: str | None, selector: Sequence[st
     return ProbeSetup(settings, nameservers, options, books, bulk)
 
 
-def _resolver(setup: ProbeSetup) -> Any:
-    from deliver.dns import Resolver
-
-    return Resolver(setup.nameservers, timeout=setup.settings.probes.dns_timeout,
-                    concurrency=max(setup.settings.dns.concurrency, 256))
-
-
-async def _run_probe(setup: ProbeSetup, domains: Sequence[str], emit: Any) -> None:
-    import httpx
-    from probes.rulebook import evaluate
-
-    from probes.audit import audit_domains
-    from probes.checks import ProbeContext
-
-    def compliance(rulebook: Any, results: Sequence[Any]) -> dict[str, Any]:
-        return dict(evaluate(rulebook, results, bulk=setup.bulk).to_dict())
-
-    async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as http:
-        ctx = ProbeContext(_resolver(setup), setup.options, http)
-        async for report in audit_domains(
-            ctx, domains, setup.rulebooks, compliance,
-            concurrency=setup.settings.probes.concurrency,
-        ):
-            emit(report)
-
-
-class ReportSink:
-    """Stores reports in batches (one transaction per batch) as they come."""
-
-    BATCH = 250
-
-    def __init__(self, setup: ProbeSetup, store: Any | None) -> None:
-        self.store = store
-        self.run_id = store.probes.start_run("domain", setup.record(), time.time()) if store else 0
-        self.batch: list[Any] = []
-
-    def add(self, report: Any) -> None:
-        if self.store is None:
-            return
-        from deliver.store import StoredReport
-
-        self.batch.append(StoredReport(
-            report.domain, report.checked_at, report.status.value,
-            {k: dict(v) for k, v in report.compliance.items()},
-            [c.to_dict() for c in report.checks],
-        ))
-        if len(self.batch) >= self.BATCH:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.store is not None and self.batch:
-            self.store.probes.add_reports(self.run_id, self.batch)
-            self.batch = []
-
-    def close(self) -> None:
-        if self.store is not None:
-            self.flush()
-            self.store.probes.finish_run(self.run_id, time.time())
-
-
-def _needs_action(report: Any) -> bool:
-    if report.status.value in ("fail", "error"):
-        return True
-    return any(c.get("status") in ("fail", "error") for c in report.compliance.values())
-
-
 @app.command()
 @handles_errors
 def probe(
     ctx: typer.Context,
-    domain: Annotated[str | None, typer.Argument(help="The domain to audit.",
-                                                 show_default=False)] = None,
-    from_file: Annotated[Path | None, typer.Option(
-        "--from-file", "-f", help="Audit every domain in FILE (one per line; - for stdin).",
-        show_default=False)] = None,
+    domain: Annotated[
+        str | None, typer.Argument(help="The domain to audit.", show_default=False)
+    ] = None,
+    from_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-file",
+            "-f",
+            help="Audit every domain in FILE (one per line; - for stdin).",
+            show_default=False,
+        ),
+    ] = None,
     selector: SelectorOpt = None,
     ip: IpOpt = None,
     rulebook: RulebookOpt = None,
     nameserver: NameserverOpt = None,
     skip: SkipOpt = None,
-    sample: Annotated[Path | None, typer.Option(
-        "--sample", help="Take DKIM selectors from the signatures of this .eml file.",
-        show_default=False)] = None,
+    sample: Annotated[
+        Path | None,
+        typer.Option(
+            "--sample",
+            help="Take DKIM selectors from the signatures of this .eml file.",
+            show_default=False,
+        ),
+    ] = None,
     bulk: BulkOpt = True,
-    store: Annotated[bool, typer.Option("--store/--no-store",
-                                        help="Keep the results in the store's history.")] = True,
+    store: Annotated[
+        bool, typer.Option("--store/--no-store", help="Keep the results in the store's history.")
+    ] = True,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=0,
+            max=64,
+            help="Processes auditing a --from-file list (0 = one per CPU for long lists).",
+        ),
+    ] = 0,
     json_out: JsonOpt = False,
 ) -> None:
     """Audit a domain's SPF, DKIM, DMARC, MX, PTR, MTA-STS, TLS-RPT, BIMI and DNSBL
@@ -311,35 +281,35 @@ def probe(
             raise InputError(str(exc)) from None
     single = listed.domains[0] if domain is not None else None
     settings = settings_from(ctx)
-    setup = probe_setup(settings, domain=single, selector=selector or (), ip=ip or (),
-                        nameserver=nameserver or (), rulebook=rulebook or (), skip=skip or (),
-                        sample=sample, bulk=bulk)
+    setup = probe_setup(
+        settings,
+        domain=single,
+        selector=selector or (),
+        ip=ip or (),
+        nameserver=nameserver or (),
+        rulebook=rulebook or (),
+        skip=skip or (),
+        sample=sample,
+        bulk=bulk,
+    )
     for number, reason in listed.bad:
         err_console.print(f"sokures: {from_file}:{number}: skipped: {reason}", highlight=False)
-    sink = ReportSink(setup, open_store(settings) if store else None)
-    reports: list[Any] = []
-    findings = 0
+    count = workers_for(workers, len(listed.domains)) if single is None else 1
 
-    def emit(report: Any) -> None:
-        nonlocal findings
-        findings += _needs_action(report)
-        sink.add(report)
-        if json_out:
-            print_json(report.to_dict())
-        elif single is not None:
-            reports.append(report)
-        else:
-            reports.append(report)
-            progress.advance()
+    def write(text: str) -> None:
+        sys.stdout.write(text)
 
-    progress = _Progress(len(listed.domains), enabled=not json_out and single is None)
-    started = time.monotonic()
-    try:
-        with progress:
-            asyncio.run(_run_probe(setup, listed.domains, emit))
-    finally:
-        sink.close()
-    elapsed = time.monotonic() - started
+    summary = run_domains(
+        setup,
+        listed.domains,
+        json_out=json_out,
+        store=open_store(settings) if store else None,
+        workers=count,
+        keep_reports=not json_out,
+        write=write,
+    )
+    sys.stdout.flush()
+    reports, findings, elapsed = summary.reports, summary.findings, summary.elapsed
     if not json_out:
         if single is not None:
             report = reports[0]
@@ -350,35 +320,14 @@ def probe(
             console.print(domains_summary(reports))
     if single is None:
         rate = len(listed.domains) / elapsed if elapsed > 0 else 0.0
-        err_console.print(f"audited {len(listed.domains):,} domains in {elapsed:.2f} s "
-                          f"({rate:,.1f}/s); {findings:,} need action", highlight=False)
+        err_console.print(
+            f"audited {len(listed.domains):,} domains in {elapsed:.2f} s "
+            f"({rate:,.1f}/s); {findings:,} need action",
+            highlight=False,
+        )
     if listed.bad:
         raise typer.Exit(2)
     raise typer.Exit(1 if findings else 0)
-
-
-class _Progress:
-    """A Rich progress bar over the domains, on stderr, when it is a terminal."""
-
-    def __init__(self, total: int, *, enabled: bool) -> None:
-        from rich.progress import Progress
-
-        self.enabled = enabled and err_console.is_terminal and total > 1
-        self.bar = Progress(console=err_console, transient=True)
-        self.task = self.bar.add_task("probing", total=total)
-
-    def advance(self) -> None:
-        if self.enabled:
-            self.bar.advance(self.task)
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.bar.stop()
 
 
 # ----------------------------------------------------------- check-message --
@@ -387,19 +336,32 @@ class _Progress:
 def check_message(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="The received message (.eml, as delivered).")],
-    ip: Annotated[str | None, typer.Option("--ip", help="The connecting client's IP (for SPF).",
-                                           show_default=False)] = None,
-    helo: Annotated[str | None, typer.Option("--helo", help="The client's HELO/EHLO name.",
-                                             show_default=False)] = None,
-    mail_from: Annotated[str | None, typer.Option(
-        "--mail-from", help="The SMTP MAIL FROM (envelope sender).", show_default=False)] = None,
+    ip: Annotated[
+        str | None,
+        typer.Option("--ip", help="The connecting client's IP (for SPF).", show_default=False),
+    ] = None,
+    helo: Annotated[
+        str | None, typer.Option("--helo", help="The client's HELO/EHLO name.", show_default=False)
+    ] = None,
+    mail_from: Annotated[
+        str | None,
+        typer.Option(
+            "--mail-from", help="The SMTP MAIL FROM (envelope sender).", show_default=False
+        ),
+    ] = None,
     nameserver: NameserverOpt = None,
     rulebook: RulebookOpt = None,
-    bulk: Annotated[bool | None, typer.Option(
-        "--bulk/--not-bulk", help="Treat as bulk mail (default: from its headers).",
-        show_default=False)] = None,
-    store: Annotated[bool, typer.Option("--store/--no-store",
-                                        help="Keep the verdict in the store's history.")] = True,
+    bulk: Annotated[
+        bool | None,
+        typer.Option(
+            "--bulk/--not-bulk",
+            help="Treat as bulk mail (default: from its headers).",
+            show_default=False,
+        ),
+    ] = None,
+    store: Annotated[
+        bool, typer.Option("--store/--no-store", help="Keep the verdict in the store's history.")
+    ] = True,
     json_out: JsonOpt = False,
 ) -> None:
     """Authentication verdict for a received message: DKIM, SPF, DMARC with alignment, ARC,
@@ -415,10 +377,12 @@ def check_message(
     if not raw.strip():
         raise InputError(f"{file}: empty file")
     books = [load_rulebook(r) for r in (rulebook or settings.probes.rulebooks)]
-    setup = ProbeSetup(settings, tuple(nameserver or ()) or settings.dns.nameservers,
-                       None, books, bool(bulk))
-    result = asyncio.run(verify(_resolver(setup), raw, ip=ip, helo=helo, mail_from=mail_from,
-                                bulk=bulk))
+    setup = ProbeSetup(
+        settings, tuple(nameserver or ()) or settings.dns.nameservers, None, books, bool(bulk)
+    )
+    result = asyncio.run(
+        verify(make_resolver(setup), raw, ip=ip, helo=helo, mail_from=mail_from, bulk=bulk)
+    )
     is_bulk = result.bulk if bulk is None else bulk
     compliance = {b.id: dict(evaluate(b, result.checks, bulk=is_bulk).to_dict()) for b in books}
     data = {"file": str(file), **result.to_dict(), "compliance": compliance}
@@ -427,11 +391,21 @@ def check_message(
         from probes.checks import worst
 
         s = open_store(settings)
-        run = s.probes.start_run("message", {"ip": ip, "helo": helo, "rulebooks": [b.id for b
-                                 in books]}, time.time())
-        s.probes.add_reports(run, [StoredReport(
-            result.subject or str(file), time.time(), worst(result.checks).value, compliance,
-            [c.to_dict() for c in result.checks])])
+        run = s.probes.start_run(
+            "message", {"ip": ip, "helo": helo, "rulebooks": [b.id for b in books]}, time.time()
+        )
+        s.probes.add_reports(
+            run,
+            [
+                StoredReport(
+                    result.subject or str(file),
+                    time.time(),
+                    worst(result.checks).value,
+                    compliance,
+                    [c.to_dict() for c in result.checks],
+                )
+            ],
+        )
         s.probes.finish_run(run, time.time())
     if json_out:
         print_json(data)
@@ -477,9 +451,14 @@ def rules_diff(
     ctx: typer.Context,
     old: Annotated[str, typer.Argument(help="The older rulebook, e.g. gmail@2024-02.")],
     new: Annotated[str, typer.Argument(help="The newer rulebook, e.g. gmail@2025-11.")],
-    domains: Annotated[Path | None, typer.Option(
-        "--domains", help="Probe the domains in FILE and list those the change breaks.",
-        show_default=False)] = None,
+    domains: Annotated[
+        Path | None,
+        typer.Option(
+            "--domains",
+            help="Probe the domains in FILE and list those the change breaks.",
+            show_default=False,
+        ),
+    ] = None,
     selector: SelectorOpt = None,
     ip: IpOpt = None,
     nameserver: NameserverOpt = None,
@@ -488,43 +467,68 @@ def rules_diff(
 ) -> None:
     """What changed between two versions of a provider's rules, and with --domains, which
     of your domains now fail."""
-    from probes.rulebook import affected, describe, diff, load_rulebook
+    from probes.rulebook import affected, describe, diff, escalated, load_rulebook
 
     before, after = load_rulebook(old), load_rulebook(new)
     changes = diff(before, after)
     lines = describe(changes)
     broken: dict[str, list[str]] = {}
+    harsher: dict[str, list[str]] = {}
     listed = DomainList()
     if domains is not None:
         listed = read_domains(domains)
         for number, reason in listed.bad:
-            err_console.print(f"sokures: {domains}:{number}: skipped: {reason}",
-                              highlight=False)
+            err_console.print(f"sokures: {domains}:{number}: skipped: {reason}", highlight=False)
         settings = settings_from(ctx)
-        setup = probe_setup(settings, domain=None, selector=selector or (), ip=ip or (),
-                            nameserver=nameserver or (), rulebook=[old, new], skip=(),
-                            sample=None, bulk=bulk)
+        setup = probe_setup(
+            settings,
+            domain=None,
+            selector=selector or (),
+            ip=ip or (),
+            nameserver=nameserver or (),
+            rulebook=[old, new],
+            skip=(),
+            sample=None,
+            bulk=bulk,
+        )
         results: dict[str, Any] = {}
 
         def keep(report: Any) -> None:
             results[report.domain] = report.checks
 
-        asyncio.run(_run_probe(setup, listed.domains, keep))
+        asyncio.run(stream_domains(setup, listed.domains, keep))
         broken = affected(before, after, results, bulk=bulk)
+        harsher = escalated(before, after, results, bulk=bulk)
     if json_out:
-        print_json({"old": before.id, "new": after.id, "changes": changes.to_dict(),
-                    **({"domains": len(listed.domains), "broken": broken}
-                       if domains is not None else {})})
+        print_json(
+            {
+                "old": before.id,
+                "new": after.id,
+                "changes": changes.to_dict(),
+                **(
+                    {"domains": len(listed.domains), "broken": broken, "escalated": harsher}
+                    if domains is not None
+                    else {}
+                ),
+            }
+        )
     else:
         console.print(f"[b]{before.id}[/b] → [b]{after.id}[/b]")
         for line in lines or ["no change in requirements"]:
             console.print(f"  {line}", highlight=False)
         if domains is not None:
-            console.print(f"\n{len(broken)} of {len(listed.domains)} domains met {before.id} "
-                          f"but not {after.id}")
+            console.print(
+                f"\n{len(broken)} of {len(listed.domains)} domains met {before.id} "
+                f"but not {after.id}"
+            )
             for name, ids in broken.items():
+                console.print(f"  {name}: {', '.join(ids)}", highlight=False)
+            console.print(
+                f"{len(harsher)} of {len(listed.domains)} domains failed both, and "
+                f"{after.id} answers them more harshly (e.g. rejects, not defers)"
+            )
+            for name, ids in harsher.items():
                 console.print(f"  {name}: {', '.join(ids)}", highlight=False)
     if listed.bad:
         raise typer.Exit(2)
-    raise typer.Exit(1 if broken else 0)
-
+    raise typer.Exit(1 if broken or harsher else 0)

@@ -40,8 +40,12 @@ def check_table(report: Any) -> Table:
     """One domain's checks, worst first within the order of the check groups."""
     counts = Counter(c.status.value for c in report.checks)
     summary = ", ".join(f"{counts[s]} {s}" for s in ("fail", "error", "warn", "pass") if counts[s])
-    table = Table(title=f"{report.domain}: {summary or 'no checks'}", title_justify="left",
-                  show_lines=False, expand=False)
+    table = Table(
+        title=f"{report.domain}: {summary or 'no checks'}",
+        title_justify="left",
+        show_lines=False,
+        expand=False,
+    )
     table.add_column("status", no_wrap=True)
     table.add_column("check", no_wrap=True)
     table.add_column("finding")
@@ -87,8 +91,12 @@ def domains_summary(reports: Sequence[Any]) -> Table:
     for report in reports:
         bad = [c.id for c in report.checks if c.status.value in ("fail", "error")]
         books = [k for k, v in report.compliance.items() if v.get("status") in ("fail", "error")]
-        table.add_row(report.domain, _status(report.status.value),
-                      ", ".join(dict.fromkeys(bad)), ", ".join(books))
+        table.add_row(
+            report.domain,
+            _status(report.status.value),
+            ", ".join(dict.fromkeys(bad)),
+            ", ".join(books),
+        )
     return table
 
 
@@ -109,8 +117,13 @@ def rulebook_list(books: Sequence[Any]) -> Table:
         table.add_column(column)
     for book in books:
         s = book.summary()
-        table.add_row(s["id"], s["provider"], str(s.get("effective", "")),
-                      str(s.get("requirements", "")), s.get("title", ""))
+        table.add_row(
+            s["id"],
+            s["provider"],
+            str(s.get("effective", "")),
+            str(s.get("requirements", "")),
+            s.get("title", ""),
+        )
     return table
 
 
@@ -129,9 +142,14 @@ def rulebook_table(book: Any) -> Group:
         reply = req.get("reply") or {}
         answer = " ".join(str(reply[k]) for k in ("code", "enhanced") if reply.get(k))
         when = f"{answer} {reply.get('disposition', '')}\n{reply.get('text', '')}".strip()
-        table.add_row(Text(f"{req['id']}\n", style="bold").append(req.get("title", ""),
-                                                                   style=""),
-                      req.get("applies_to", ""), checks, when)
-    head = Text(f"{data.get('id')}: {data.get('title', '')} (effective "
-                f"{data.get('effective', '?')})", style="bold")
+        table.add_row(
+            Text(f"{req['id']}\n", style="bold").append(req.get("title", ""), style=""),
+            req.get("applies_to", ""),
+            checks,
+            when,
+        )
+    head = Text(
+        f"{data.get('id')}: {data.get('title', '')} (effective {data.get('effective', '?')})",
+        style="bold",
+    )
     return Group(head, table)

@@ -1,0 +1,322 @@
+"""Running ``probe`` over many domains: one process, or several forked workers.
+
+With ``--workers N`` the domain list is cut into N contiguous shards; each worker (a fork
+of this process, so nothing is imported twice) audits its shard with its own resolver,
+stores its reports under the parent's run and writes its JSON lines to its own file. The
+parent concatenates the files in shard order, so the output keeps the input order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deliver.cli.output import err_console
+from deliver.settings import Settings
+
+__all__ = ["ProbeSetup", "RunSummary", "make_resolver", "run_domains", "stream_domains"]
+
+#: below this many domains per worker, forking costs more than it saves
+MIN_DOMAINS_PER_WORKER = 100
+
+
+@dataclass
+class ProbeSetup:
+    settings: Settings
+    nameservers: tuple[str, ...]
+    options: Any  # probes.checks.ProbeOptions
+    rulebooks: list[Any]
+    bulk: bool
+
+    def record(self) -> dict[str, Any]:
+        """What the stored run says about its options (never a secret)."""
+        return {
+            "nameservers": list(self.nameservers),
+            "selectors": list(self.options.selectors) if self.options else [],
+            "ips": list(self.options.ips) if self.options else [],
+            "rulebooks": [r.id for r in self.rulebooks],
+            "skip": sorted(self.options.skip) if self.options else [],
+            "bulk": self.bulk,
+        }
+
+
+@dataclass
+class RunSummary:
+    domains: int = 0
+    findings: int = 0
+    elapsed: float = 0.0
+    #: the reports, kept only when they are to be shown as a table
+    reports: list[Any] = field(default_factory=list)
+
+
+def make_resolver(setup: ProbeSetup) -> Any:
+    from deliver.dns import Resolver
+
+    return Resolver(
+        setup.nameservers,
+        timeout=setup.settings.probes.dns_timeout,
+        concurrency=max(setup.settings.dns.concurrency, 256),
+    )
+
+
+async def stream_domains(
+    setup: ProbeSetup, domains: Sequence[str], emit: Callable[[Any], None]
+) -> None:
+    """Audit ``domains``, calling ``emit`` with each DomainReport in input order."""
+    import httpx
+
+    from probes.audit import audit_domains
+    from probes.checks import ProbeContext
+    from probes.rulebook import evaluate
+
+    def compliance(rulebook: Any, results: Sequence[Any]) -> dict[str, Any]:
+        return dict(evaluate(rulebook, results, bulk=setup.bulk).to_dict())
+
+    async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as http:
+        ctx = ProbeContext(make_resolver(setup), setup.options, http)
+        async for report in audit_domains(
+            ctx,
+            domains,
+            setup.rulebooks,
+            compliance,
+            concurrency=setup.settings.probes.concurrency,
+        ):
+            emit(report)
+
+
+class ReportSink:
+    """Stores reports in batches (one transaction per batch) as they come."""
+
+    BATCH = 250
+
+    def __init__(self, store: Any | None, run_id: int) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.batch: list[Any] = []
+
+    def add(self, report: Any) -> None:
+        if self.store is None:
+            return
+        from deliver.store import StoredReport
+
+        self.batch.append(
+            StoredReport(
+                report.domain,
+                report.checked_at,
+                report.status.value,
+                {k: dict(v) for k, v in report.compliance.items()},
+                [c.to_dict() for c in report.checks],
+            )
+        )
+        if len(self.batch) >= self.BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.store is not None and self.batch:
+            self.store.probes.add_reports(self.run_id, self.batch)
+            self.batch = []
+
+
+def needs_action(report: Any) -> bool:
+    """A check failed or could not be made, or a rulebook is not met."""
+    if report.status.value in ("fail", "error"):
+        return True
+    return any(c.get("status") in ("fail", "error") for c in report.compliance.values())
+
+
+def _to_json(report: Any) -> str:
+    return json.dumps(report.to_dict(), ensure_ascii=False)
+
+
+def workers_for(requested: int, domains: int) -> int:
+    """``--workers 0`` (auto): one per CPU, when there are enough domains to share."""
+    if requested > 0:
+        return max(1, min(requested, domains))
+    return max(1, min(os.cpu_count() or 1, domains // MIN_DOMAINS_PER_WORKER))
+
+
+def run_domains(
+    setup: ProbeSetup,
+    domains: Sequence[str],
+    *,
+    json_out: bool,
+    store: Any | None,
+    workers: int = 1,
+    keep_reports: bool = False,
+    write: Callable[[str], object] | None = None,
+) -> RunSummary:
+    """Audit ``domains``: JSON lines through ``write`` when ``json_out``, reports stored
+    when ``store`` is given, reports kept for a table when ``keep_reports``."""
+    run_id = store.probes.start_run("domain", setup.record(), time.time()) if store else 0
+    started = time.monotonic()
+    try:
+        if workers > 1:
+            summary = _forked(setup, domains, workers, store, run_id, json_out, keep_reports, write)
+        else:
+            summary = _in_process(setup, domains, store, run_id, json_out, keep_reports, write)
+    finally:
+        if store is not None:
+            store.probes.finish_run(run_id, time.time())
+    summary.domains = len(domains)
+    summary.elapsed = time.monotonic() - started
+    return summary
+
+
+def _in_process(
+    setup: ProbeSetup,
+    domains: Sequence[str],
+    store: Any | None,
+    run_id: int,
+    json_out: bool,
+    keep_reports: bool,
+    write: Callable[[str], object] | None,
+    progress: bool = True,
+) -> RunSummary:
+    summary = RunSummary()
+    sink = ReportSink(store, run_id)
+    bar = _Progress(len(domains), enabled=progress and not json_out)
+
+    def emit(report: Any) -> None:
+        summary.findings += needs_action(report)
+        sink.add(report)
+        if json_out and write is not None:
+            write(_to_json(report) + "\n")
+        if keep_reports:
+            summary.reports.append(report)
+        bar.advance()
+
+    with bar:
+        asyncio.run(stream_domains(setup, domains, emit))
+    sink.flush()
+    return summary
+
+
+def _shard(domains: Sequence[str], parts: int) -> list[Sequence[str]]:
+    size, extra = divmod(len(domains), parts)
+    shards, start = [], 0
+    for i in range(parts):
+        end = start + size + (1 if i < extra else 0)
+        shards.append(domains[start:end])
+        start = end
+    return shards
+
+
+def _worker(
+    setup: ProbeSetup, shard: Sequence[str], out: Path, run_id: int, store_url: str | None
+) -> None:
+    """In a forked child: audit a shard, write JSON lines to ``out``, findings to out.n."""
+    code = 0
+    try:
+        store = None
+        if store_url is not None:
+            from deliver.store import Store
+
+            store = Store.open(store_url)
+        with out.open("w", encoding="utf-8") as f:
+            summary = _in_process(setup, shard, store, run_id, True, False, f.write, False)
+        out.with_suffix(".n").write_text(str(summary.findings))
+    except BaseException as exc:  # reported by the parent; no traceback with user data
+        out.with_suffix(".err").write_text(f"{type(exc).__name__}: {exc}"[:500])
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _forked(
+    setup: ProbeSetup,
+    domains: Sequence[str],
+    workers: int,
+    store: Any | None,
+    run_id: int,
+    json_out: bool,
+    keep_reports: bool,
+    write: Callable[[str], object] | None,
+) -> RunSummary:
+    context = multiprocessing.get_context("fork")
+    summary = RunSummary()
+    url = setup.settings.database_url if store is not None else None
+    if store is not None:
+        store.engine.dispose()  # no pooled connection crosses the fork
+    with tempfile.TemporaryDirectory(prefix="sokures-probe-") as tmp:
+        outs = [Path(tmp) / f"shard{i}.jsonl" for i in range(workers)]
+        procs = [
+            context.Process(target=_worker, args=(setup, shard, out, run_id, url), daemon=True)
+            for shard, out in zip(_shard(domains, workers), outs, strict=True)
+        ]
+        bar = _Progress(len(domains), enabled=not json_out)
+        with bar:
+            for p in procs:
+                p.start()
+            while any(p.is_alive() for p in procs):
+                time.sleep(0.1)
+                bar.update(sum(_lines(o) for o in outs))
+            for p in procs:
+                p.join()
+        failed = [o.with_suffix(".err").read_text() for o in outs if o.with_suffix(".err").exists()]
+        if failed or any(p.exitcode for p in procs):
+            raise RuntimeError(f"a probe worker failed: {failed[0] if failed else 'killed'}")
+        for out in outs:
+            summary.findings += int(out.with_suffix(".n").read_text())
+            with out.open(encoding="utf-8") as f:
+                for line in f:
+                    if json_out and write is not None:
+                        write(line)
+                    if keep_reports:
+                        summary.reports.append(_report_from_json(line))
+    return summary
+
+
+def _lines(path: Path) -> int:
+    try:
+        with path.open("rb") as f:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 16), b""))
+    except FileNotFoundError:
+        return 0
+
+
+def _report_from_json(line: str) -> Any:
+    from probes.audit import DomainReport
+    from probes.checks import CheckResult
+
+    data = json.loads(line)
+    checks = tuple(
+        CheckResult(c["id"], c["status"], c["message"], c.get("evidence") or {}, c.get("fix"))
+        for c in data["checks"]
+    )
+    return DomainReport(data["domain"], checks, data.get("compliance") or {})
+
+
+class _Progress:
+    """A Rich progress bar over the domains, on stderr, when it is a terminal."""
+
+    def __init__(self, total: int, *, enabled: bool) -> None:
+        from rich.progress import Progress
+
+        self.enabled = enabled and err_console.is_terminal and total > 1
+        self.bar = Progress(console=err_console, transient=True)
+        self.task = self.bar.add_task("probing", total=total)
+
+    def advance(self) -> None:
+        if self.enabled:
+            self.bar.advance(self.task)
+
+    def update(self, completed: int) -> None:
+        if self.enabled:
+            self.bar.update(self.task, completed=completed)
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.bar.stop()
