@@ -8,38 +8,66 @@ type (NODATA), the servers failed (SERVFAIL), refused (REFUSED), or did not answ
 Records come back as small typed values (:class:`MxRecord`, :class:`TxtRecord`,
 :class:`SoaRecord`, and ``str`` for A, AAAA, CNAME, PTR and NS), names without
 their final dot. Answers are cached for their TTL, per resolver (no global state);
-the number of queries in flight is bounded. ``query`` is async; ``query_sync``
-serves libraries that look names up synchronously (pyspf, dkimpy) from a thread.
+the number of queries in flight is bounded, and identical lookups in flight share one
+query. ``query`` is async; ``query_sync`` serves libraries that look names up
+synchronously (pyspf, dkimpy) from threads.
+
+Messages go through :mod:`deliver.dnswire` (dnspython's codec was most of the cost):
+asynchronously over one connected UDP socket per nameserver and event loop, replies
+matched to queries by a random 16-bit id and the question (anything else is ignored),
+retransmitted after 1 s, then 2 s, ... until the timeout, moving on to the next
+nameserver at each try; over TCP when a reply is truncated (RFC 7766). The decisions
+of a lookup (:class:`_Resolution`) are pure and shared by the async and sync paths.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
+import secrets
+import socket
+import threading
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import dns.asyncresolver
-import dns.exception
-import dns.nameserver
-import dns.rcode
-import dns.rdatatype
-import dns.resolver
-
+from deliver.dnswire import (
+    DnsWireError,
+    MxRecord,
+    Record,
+    Response,
+    SoaRecord,
+    TxtRecord,
+    decode_response,
+    encode_query,
+    is_reply,
+    question_of,
+    rcode_text,
+    rdtype_code,
+)  # fmt: skip
 from deliver.errors import ConfigError
 from deliver.units import parse_host_port
 
 __all__ = [
-    "DnsAnswer",
-    "DnsStatus",
-    "MxRecord",
-    "Record",
-    "Resolver",
-    "SoaRecord",
-    "TxtRecord",
+    "DnsAnswer", "DnsStatus", "MxRecord", "Record", "Resolver", "SoaRecord", "TxtRecord",
     "parse_nameserver",
-]
+]  # fmt: skip
+
+#: the first try waits this long (or the whole timeout if shorter), each round twice as long
+FIRST_TRY_SECONDS = 1.0
+#: the UDP payload we offer (RFC 6891 §6.2.5; DNS flag day 2020)
+UDP_PAYLOAD = 1232
+#: the negative-caching TTL when a negative answer carries no SOA (RFC 2308 §5)
+NEGATIVE_TTL_WITHOUT_SOA = 60
+MAX_CNAME_CHAIN = 16
+#: socket buffers large enough for hundreds of queries in flight (the kernel may cap them)
+SOCKET_BUFFER = 4 << 20
+#: datagrams read per readiness event before letting other callbacks run
+_READ_BATCH = 64
+_CNAME = 5
+_RCODE_STATUS = {2: "servfail", 5: "refused"}
 
 
 class DnsStatus(enum.StrEnum):
@@ -54,39 +82,6 @@ class DnsStatus(enum.StrEnum):
     def definitive(self) -> bool:
         """The answer says something about the name (not a failure to ask)."""
         return self in (DnsStatus.OK, DnsStatus.NXDOMAIN, DnsStatus.NODATA)
-
-
-@dataclass(frozen=True, slots=True)
-class MxRecord:
-    preference: int
-    #: the host, without the final dot; "" for the root (a null MX, RFC 7505)
-    exchange: str
-
-
-@dataclass(frozen=True, slots=True)
-class TxtRecord:
-    #: the character-strings as published (RFC 1035 §3.3.14); SPF, DKIM and DMARC
-    #: join them without separator (RFC 7208 §3.3, RFC 6376 §3.6.2.2)
-    strings: tuple[bytes, ...]
-
-    @property
-    def text(self) -> str:
-        return b"".join(self.strings).decode("utf-8", "replace")
-
-
-@dataclass(frozen=True, slots=True)
-class SoaRecord:
-    mname: str
-    rname: str
-    serial: int
-    refresh: int
-    retry: int
-    expire: int
-    minimum: int
-
-
-#: A/AAAA addresses, and CNAME/PTR/NS targets, are plain strings
-Record = str | MxRecord | TxtRecord | SoaRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,25 +115,255 @@ def parse_nameserver(value: str) -> tuple[str, int]:
         raise ConfigError(f"nameserver {exc}") from None
 
 
-def _to_record(rdata: object) -> Record:
-    """A dnspython rdata as one of our typed records."""
-    kind = dns.rdatatype.to_text(rdata.rdtype)  # type: ignore[attr-defined]
-    if kind == "MX":
-        exchange = rdata.exchange.to_text(omit_final_dot=True)  # type: ignore[attr-defined]
-        return MxRecord(int(rdata.preference), "" if exchange in ("", ".") else exchange)  # type: ignore[attr-defined]
-    if kind in ("TXT", "SPF"):
-        return TxtRecord(tuple(rdata.strings))  # type: ignore[attr-defined]
-    if kind == "SOA":
-        r = rdata
-        return SoaRecord(r.mname.to_text(omit_final_dot=True), r.rname.to_text(omit_final_dot=True),  # type: ignore[attr-defined]
-                         r.serial, r.refresh, r.retry, r.expire, r.minimum)  # type: ignore[attr-defined]
-    if kind in ("CNAME", "PTR", "NS", "DNAME"):
-        return str(rdata.target.to_text(omit_final_dot=True))  # type: ignore[attr-defined]
-    return str(rdata.to_text())  # type: ignore[attr-defined]
+@dataclass(frozen=True, slots=True)
+class _Server:
+    label: str  # host:port, for details
+    family: int
+    address: tuple[str, int] | tuple[str, int, int, int]
+
+
+def _server(host: str, port: int) -> _Server:
+    label = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise ConfigError(f"nameserver {label}: {exc}") from None
+    family, _, _, _, address = infos[0]
+    return _Server(label, family, address)  # type: ignore[arg-type]
+
+
+def _system_nameservers() -> list[_Server]:
+    """The nameservers of /etc/resolv.conf, read by dnspython."""
+    import dns.exception
+    import dns.nameserver
+    import dns.resolver
+
+    try:
+        system = dns.resolver.Resolver()
+    except dns.exception.DNSException as exc:
+        raise ConfigError(f"no nameserver given and none configured: {exc}") from None
+    servers = []
+    for entry in system.nameservers:
+        if isinstance(entry, dns.nameserver.Do53Nameserver):
+            servers.append(_server(entry.address, entry.port))
+        elif isinstance(entry, str):
+            servers.append(_server(entry, system.port))
+    if not servers:
+        raise ConfigError("no nameserver given and none usable in /etc/resolv.conf")
+    return servers
+
+
+# --- the decisions of one lookup: pure -----------------------------------------------
+
+
+class _Resolution:
+    """Which server to ask next and for how long, and what the outcomes mean; no I/O.
+
+    Every server is tried in turn, waiting ``min(timeout, 1 s)`` for the first round and
+    twice as long each round after (RFC 1035 §4.2.1), until the timeout; a server that
+    answered with a failure is not asked again. The drivers (async and sync) loop on
+    :meth:`next_try` and report each try's outcome.
+    """
+
+    def __init__(
+        self, name: str, rdtype: str, servers: Sequence[_Server], timeout: float, now: float
+    ) -> None:
+        self.name, self.rdtype, self.servers = name, rdtype, servers
+        self.deadline = now + timeout
+        self._wait = min(timeout, FIRST_TRY_SECONDS)
+        self._turn = 0
+        self._failed: dict[int, DnsAnswer] = {}
+
+    def next_try(self, now: float) -> tuple[int, float] | None:
+        """(server index, seconds to wait for its reply), or None when it is time to stop."""
+        count = len(self.servers)
+        while len(self._failed) < count and now < self.deadline:
+            index = self._turn % count
+            self._turn += 1
+            wait = self._wait
+            if self._turn % count == 0:
+                self._wait *= 2
+            if index not in self._failed:
+                return index, min(wait, self.deadline - now)
+        return None
+
+    def failed(self, index: int, detail: str) -> None:
+        """The server could not be asked, or its reply was unusable."""
+        self._failed[index] = DnsAnswer(self.name, self.rdtype, DnsStatus.SERVFAIL, detail=detail)
+
+    def answered(self, index: int, response: Response) -> DnsAnswer | None:
+        """The answer to return, or None to go on with the next server."""
+        answer = _interpret(self.name, self.rdtype, response)
+        if answer.status.definitive:
+            return answer
+        detail = f"{self.servers[index].label}: {answer.detail}"
+        self._failed[index] = DnsAnswer(self.name, self.rdtype, answer.status, detail=detail)
+        return None
+
+    def result(self) -> DnsAnswer:
+        """The answer once :meth:`next_try` gave up: the failures, or a timeout."""
+        if not self._failed:
+            return DnsAnswer(self.name, self.rdtype, DnsStatus.TIMEOUT, detail="no answer in time")
+        failures = list(self._failed.values())
+        refused = all(f.status is DnsStatus.REFUSED for f in failures)
+        status = DnsStatus.REFUSED if refused else DnsStatus.SERVFAIL
+        detail = "; ".join(f.detail for f in failures)[:500]
+        return DnsAnswer(self.name, self.rdtype, status, detail=detail)
+
+
+def _interpret(name: str, rdtype: str, response: Response) -> DnsAnswer:
+    """A response as an answer: follow the CNAME chain it holds, map the rcode."""
+    rcode = response.rcode
+    if rcode not in (0, 3):  # NOERROR, NXDOMAIN
+        status = DnsStatus(_RCODE_STATUS.get(rcode, "servfail"))
+        return DnsAnswer(name, rdtype, status, detail=rcode_text(rcode))
+    qtype = rdtype_code(rdtype)
+    current = response.question.name if response.question else name.rstrip(".")
+    cnames: list[str] = []
+    ttl = 2**31 - 1
+    for _ in range(MAX_CNAME_CHAIN):
+        rrset = response.rrset(current, qtype)
+        if rrset is not None and rrset.records:
+            ttl = min(ttl, rrset.ttl)
+            return DnsAnswer(name, rdtype, DnsStatus.OK, rrset.records, ttl, cnames=tuple(cnames))
+        alias = response.rrset(current, _CNAME)
+        if alias is None or not alias.records:
+            break
+        current = str(alias.records[0])
+        if any(current.lower() == seen.lower() for seen in cnames):
+            detail = f"CNAME loop at {current}"
+            return DnsAnswer(name, rdtype, DnsStatus.SERVFAIL, detail=detail, cnames=tuple(cnames))
+        cnames.append(current)
+        ttl = min(ttl, alias.ttl)
+    # negative: NXDOMAIN (after a CNAME: about its target, RFC 6604 §2) or NODATA
+    negative = response.negative_ttl
+    ttl = min(ttl, NEGATIVE_TTL_WITHOUT_SOA if negative is None else negative)
+    status = DnsStatus.NXDOMAIN if rcode == 3 else DnsStatus.NODATA
+    return DnsAnswer(name, rdtype, status, ttl=ttl, cnames=tuple(cnames))
+
+
+# --- the async path ------------------------------------------------------------------
+
+
+class _Exchange:
+    """One lookup's replies: whatever server answers, the current try's waiter learns."""
+
+    __slots__ = ("query", "question", "waiter")
+
+    def __init__(self, query: bytes) -> None:
+        self.query = query  # with id 0: each server gets its own
+        self.question = question_of(query)
+        self.waiter: asyncio.Future[tuple[int, Response | str | None]] | None = None
+
+    def finish(self, index: int, outcome: Response | str | None) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result((index, outcome))
+
+
+def _expire(exchange: _Exchange, index: int) -> None:
+    exchange.finish(index, None)
+
+
+class _UdpChannel:
+    """A connected UDP socket to one nameserver, read by the event loop; replies are
+    matched to the pending lookups by id. Being connected, the kernel drops datagrams
+    from other addresses."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, server: _Server, index: int) -> None:
+        self.loop, self.index = loop, index
+        self.pending: dict[int, _Exchange] = {}
+        sock = socket.socket(server.family, socket.SOCK_DGRAM)
+        try:
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+            sock.setblocking(False)
+            sock.connect(server.address)
+            loop.add_reader(sock.fileno(), self._readable)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+    def register(self, exchange: _Exchange) -> int:
+        """A random id no other pending lookup on this socket holds (spoof resistance)."""
+        while True:
+            qid = secrets.randbits(16)
+            if qid not in self.pending:
+                self.pending[qid] = exchange
+                return qid
+
+    def send(self, data: bytes) -> str | None:
+        try:
+            self.sock.send(data)
+        except OSError as exc:  # ICMP errors surface here too (a closed port)
+            return f"cannot send: {exc}"
+        return None
+
+    def _readable(self) -> None:
+        for _ in range(_READ_BATCH):
+            try:
+                data = self.sock.recv(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. port unreachable: every lookup here fails
+                for exchange in list(self.pending.values()):
+                    exchange.finish(self.index, f"no reply: {exc}")
+                return
+            self._received(data)
+
+    def _received(self, data: bytes) -> None:
+        if len(data) < 12:
+            return
+        exchange = self.pending.get((data[0] << 8) | data[1])
+        if exchange is None or not is_reply(data, data[:2], exchange.question):
+            return  # unknown id or another question: late, or forged
+        try:
+            response: Response | str = decode_response(data)
+        except DnsWireError as exc:
+            response = f"malformed reply: {exc}"
+        exchange.finish(self.index, response)
+
+    def close(self) -> None:
+        if not self.loop.is_closed():
+            self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+        for exchange in self.pending.values():
+            exchange.finish(self.index, "resolver closed")
+
+
+class _LoopState:
+    """What the resolver holds per event loop: asyncio objects belong to one loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, concurrency: int, servers: int) -> None:
+        self.loop = loop
+        self.limit = asyncio.Semaphore(concurrency)
+        self.channels: list[_UdpChannel | None] = [None] * servers
+        self.inflight: dict[tuple[str, str], asyncio.Future[DnsAnswer]] = {}
+
+    def close(self) -> None:
+        for channel in self.channels:
+            if channel is not None:
+                channel.close()
+        self.channels = [None] * len(self.channels)
+
+
+def _close_states(states: dict[asyncio.AbstractEventLoop, _LoopState]) -> None:
+    for state in list(states.values()):
+        state.close()
+    states.clear()
+
+
+# --- the resolver --------------------------------------------------------------------
 
 
 class Resolver:
-    """Async lookups with statuses kept apart; one instance per run, no global state."""
+    """Async lookups with statuses kept apart; one instance per run, no global state.
+
+    Needs no running loop to be built, and works under several ``asyncio.run`` calls in
+    turn (its sockets are opened per loop, on first use) and from several threads.
+    """
 
     def __init__(
         self,
@@ -149,22 +374,17 @@ class Resolver:
         cache: bool = True,
     ) -> None:
         if nameservers:
-            r = dns.asyncresolver.Resolver(configure=False)
-            r.nameservers = [
-                dns.nameserver.Do53Nameserver(*parse_nameserver(n)) for n in nameservers
-            ]
+            self._servers = [_server(*parse_nameserver(n)) for n in nameservers]
         else:
-            r = dns.asyncresolver.Resolver()
-        r.lifetime = timeout
-        r.timeout = min(timeout, 2.0)
-        r.retry_servfail = False
-        self._resolver = r
+            self._servers = _system_nameservers()
+        self._timeout = timeout
+        self._concurrency = concurrency
         self._cache: dict[tuple[str, str], tuple[float, DnsAnswer]] | None = {} if cache else None
-        self._limit = asyncio.Semaphore(concurrency)
-        self._sync = dns.resolver.Resolver(configure=False)
-        self._sync.nameservers = r.nameservers
-        self._sync.lifetime, self._sync.timeout = r.lifetime, r.timeout
-        #: queries sent to the servers (cache hits not counted)
+        self._states: dict[asyncio.AbstractEventLoop, _LoopState] = {}
+        self._lock = threading.Lock()
+        self._closer = weakref.finalize(self, _close_states, self._states)
+        #: lookups sent to the servers (cache hits, shared lookups and retransmissions
+        #: not counted)
         self.sent = 0
 
     async def query(self, name: str, rdtype: str) -> DnsAnswer:
@@ -172,26 +392,57 @@ class Resolver:
         cached = self._cached(key)
         if cached is not None:
             return cached
-        async with self._limit:
-            self.sent += 1
+        state = self._state()
+        while (shared := state.inflight.get(key)) is not None:
             try:
-                answer = await self._resolver.resolve(name, rdtype, search=False)
-            except dns.exception.DNSException as exc:
-                return self._store(key, _failure(name, rdtype, exc))
-        return self._store(key, _answer(name, rdtype, answer))
+                return await asyncio.shield(shared)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise
+                # the lookup we shared was cancelled, not us: ask ourselves
+        future = state.loop.create_future()
+        state.inflight[key] = future
+        try:
+            async with state.limit:
+                answer = await self._resolve(state, name, key[1])
+        except BaseException:
+            future.cancel()  # those sharing it ask again
+            raise
+        finally:
+            del state.inflight[key]
+        self._store(key, answer)
+        future.set_result(answer)
+        return answer
 
     def query_sync(self, name: str, rdtype: str) -> DnsAnswer:
-        """The same lookup, blocking: for synchronous libraries running in a thread."""
+        """The same lookup, blocking: for synchronous libraries running in a thread
+        (safe from several threads at once, and while an event loop runs)."""
         key = (name.lower().rstrip("."), rdtype.upper())
         cached = self._cached(key)
         if cached is not None:
             return cached
-        self.sent += 1
-        try:
-            answer = self._sync.resolve(name, rdtype, search=False)
-        except dns.exception.DNSException as exc:
-            return self._store(key, _failure(name, rdtype, exc))
-        return self._store(key, _answer(name, rdtype, answer))
+        return self._store(key, self._resolve_sync(name, key[1]))
+
+    def close(self) -> None:
+        """Close the sockets (they are also closed when the resolver is collected)."""
+        with self._lock:
+            _close_states(self._states)
+
+    def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if state is None:
+            with self._lock:
+                for old in [old for old in self._states if old.is_closed()]:
+                    self._states.pop(old).close()
+                state = _LoopState(loop, self._concurrency, len(self._servers))
+                self._states[loop] = state
+        return state
+
+    def _count(self) -> None:
+        with self._lock:
+            self.sent += 1
 
     def _cached(self, key: tuple[str, str]) -> DnsAnswer | None:
         if self._cache is None:
@@ -207,30 +458,200 @@ class Resolver:
             self._cache[key] = (time.monotonic() + max(answer.ttl, 1), answer)
         return answer
 
+    def _prepare(self, name: str, rdtype: str) -> bytes | DnsAnswer:
+        """The query (id 0, set per server), or the answer when it cannot be asked."""
+        try:
+            return encode_query(0, name, rdtype, edns_payload=UDP_PAYLOAD)
+        except ValueError as exc:
+            return DnsAnswer(name, rdtype, DnsStatus.SERVFAIL, detail=f"not asked: {exc}")
 
-def _answer(name: str, rdtype: str, answer: dns.resolver.Answer) -> DnsAnswer:
-    ttl = answer.rrset.ttl if answer.rrset is not None else 0
-    cnames = tuple(
-        rr.target.to_text(omit_final_dot=True)
-        for rrset in answer.response.answer
-        if rrset.rdtype == dns.rdatatype.CNAME
-        for rr in rrset
-    )
-    records = tuple(_to_record(r) for r in answer)
-    return DnsAnswer(name, rdtype, DnsStatus.OK, records, ttl, cnames=cnames)
+    async def _resolve(self, state: _LoopState, name: str, rdtype: str) -> DnsAnswer:
+        query = self._prepare(name, rdtype)
+        if isinstance(query, DnsAnswer):
+            return query
+        loop = state.loop
+        resolution = _Resolution(name, rdtype, self._servers, self._timeout, loop.time())
+        exchange = _Exchange(query)
+        ids: dict[int, tuple[_UdpChannel, int]] = {}
+        self._count()
+        try:
+            while (step := resolution.next_try(loop.time())) is not None:
+                index, wait = step
+                if index not in ids:
+                    try:
+                        channel = self._channel(state, index)
+                    except OSError as exc:
+                        resolution.failed(index, f"{self._servers[index].label}: {exc}")
+                        continue
+                    ids[index] = (channel, channel.register(exchange))
+                channel, qid = ids[index]
+                wire = qid.to_bytes(2, "big") + query[2:]
+                error = channel.send(wire)
+                if error is not None:
+                    resolution.failed(index, f"{self._servers[index].label}: {error}")
+                    continue
+                answer = await self._await_reply(state, resolution, exchange, index, wait)
+                if answer is not None:
+                    return answer
+            return resolution.result()
+        finally:
+            exchange.waiter = None
+            for channel, qid in ids.values():
+                channel.pending.pop(qid, None)
+
+    async def _await_reply(
+        self,
+        state: _LoopState,
+        resolution: _Resolution,
+        exchange: _Exchange,
+        index: int,
+        wait: float,
+    ) -> DnsAnswer | None:
+        """Wait for a reply from any server asked so far; the answer, or None to go on."""
+        loop = state.loop
+        waiter: asyncio.Future[tuple[int, Response | str | None]] = loop.create_future()
+        exchange.waiter = waiter
+        timer = loop.call_later(wait, _expire, exchange, index)
+        try:
+            replied, outcome = await waiter
+        finally:
+            timer.cancel()
+        if outcome is None:  # this try timed out: retransmit, or the next server
+            return None
+        if isinstance(outcome, Response) and outcome.truncated:
+            # RFC 7766 §5: the full answer over TCP
+            remaining = resolution.deadline - loop.time()
+            wire = outcome.id.to_bytes(2, "big") + exchange.query[2:]
+            outcome = await _tcp_exchange(
+                self._servers[replied], wire, exchange.question, remaining
+            )
+            if outcome is None:
+                return None
+        if isinstance(outcome, str):
+            resolution.failed(replied, f"{self._servers[replied].label}: {outcome}")
+            return None
+        return resolution.answered(replied, outcome)
+
+    def _channel(self, state: _LoopState, index: int) -> _UdpChannel:
+        channel = state.channels[index]
+        if channel is None:
+            channel = _UdpChannel(state.loop, self._servers[index], index)
+            state.channels[index] = channel
+        return channel
+
+    def _resolve_sync(self, name: str, rdtype: str) -> DnsAnswer:
+        query = self._prepare(name, rdtype)
+        if isinstance(query, DnsAnswer):
+            return query
+        resolution = _Resolution(name, rdtype, self._servers, self._timeout, time.monotonic())
+        question = question_of(query)
+        sockets: dict[int, tuple[socket.socket, bytes]] = {}
+        self._count()
+        try:
+            while (step := resolution.next_try(time.monotonic())) is not None:
+                index, wait = step
+                server = self._servers[index]
+                try:
+                    if index not in sockets:
+                        sockets[index] = (
+                            _connected(server),
+                            secrets.randbits(16).to_bytes(2, "big"),
+                        )
+                    sock, qid = sockets[index]
+                    wire = qid + query[2:]
+                    sock.send(wire)
+                    outcome = _receive(sock, qid, question, time.monotonic() + wait)
+                except OSError as exc:
+                    outcome = f"no reply: {exc}"
+                if isinstance(outcome, Response) and outcome.truncated:
+                    remaining = resolution.deadline - time.monotonic()
+                    outcome = _tcp_exchange_sync(server, wire, question, remaining)
+                if isinstance(outcome, str):
+                    resolution.failed(index, f"{server.label}: {outcome}")
+                elif outcome is not None and (answer := resolution.answered(index, outcome)):
+                    return answer
+            return resolution.result()
+        finally:
+            for sock, _ in sockets.values():
+                sock.close()
 
 
-def _failure(name: str, rdtype: str, exc: dns.exception.DNSException) -> DnsAnswer:
-    if isinstance(exc, dns.resolver.NXDOMAIN):
-        return DnsAnswer(name, rdtype, DnsStatus.NXDOMAIN, ttl=60)
-    if isinstance(exc, dns.resolver.NoAnswer):
-        return DnsAnswer(name, rdtype, DnsStatus.NODATA, ttl=60)
-    if isinstance(exc, dns.resolver.NoNameservers):
-        errors = exc.kwargs.get("errors") or []
-        text = "; ".join(f"{e[0]}: {e[-1]}" for e in errors)[:500]
-        refused = "REFUSED" in text and "SERVFAIL" not in text
-        return DnsAnswer(name, rdtype, DnsStatus.REFUSED if refused else DnsStatus.SERVFAIL,
-                         detail=text)
-    if isinstance(exc, dns.exception.Timeout):
-        return DnsAnswer(name, rdtype, DnsStatus.TIMEOUT, detail="no answer in time")
-    return DnsAnswer(name, rdtype, DnsStatus.SERVFAIL, detail=str(exc)[:500])
+# --- the sync path and TCP -----------------------------------------------------------
+
+
+def _connected(server: _Server) -> socket.socket:
+    sock = socket.socket(server.family, socket.SOCK_DGRAM)
+    try:
+        sock.connect(server.address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _receive(
+    sock: socket.socket, qid: bytes, question: bytes, until: float
+) -> Response | str | None:
+    """The reply to our query on a blocking socket, a failure, or None when ``until`` passed;
+    other datagrams are ignored."""
+    while (remaining := until - time.monotonic()) > 0:
+        sock.settimeout(remaining)
+        try:
+            data = sock.recv(65535)
+        except TimeoutError:
+            return None
+        if is_reply(data, qid, question):
+            try:
+                return decode_response(data)
+            except DnsWireError as exc:
+                return f"malformed reply: {exc}"
+    return None
+
+
+async def _tcp_exchange(
+    server: _Server, wire: bytes, question: bytes, remaining: float
+) -> Response | str | None:
+    """One query over TCP, length-prefixed (RFC 1035 §4.2.2, RFC 7766); None on timeout."""
+    if remaining <= 0:
+        return None
+    try:
+        async with asyncio.timeout(remaining):
+            reader, writer = await asyncio.open_connection(*server.address[:2])
+            try:
+                writer.write(len(wire).to_bytes(2, "big") + wire)
+                while True:
+                    size = int.from_bytes(await reader.readexactly(2), "big")
+                    data = await reader.readexactly(size)
+                    if is_reply(data, wire[:2], question):
+                        return decode_response(data)
+            finally:
+                writer.close()
+    except TimeoutError:
+        return None
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        return f"over TCP: {exc}"
+    except DnsWireError as exc:
+        return f"malformed reply over TCP: {exc}"
+
+
+def _tcp_exchange_sync(
+    server: _Server, wire: bytes, question: bytes, remaining: float
+) -> Response | str | None:
+    """:func:`_tcp_exchange` on a blocking socket (each read within ``remaining``)."""
+    if remaining <= 0:
+        return None
+    try:
+        with socket.create_connection(server.address[:2], timeout=remaining) as sock:
+            sock.sendall(len(wire).to_bytes(2, "big") + wire)
+            stream = sock.makefile("rb")
+            while len(prefix := stream.read(2)) == 2:
+                data = stream.read(int.from_bytes(prefix, "big"))
+                if is_reply(data, wire[:2], question):
+                    return decode_response(data)
+            return "over TCP: the server closed the connection"
+    except TimeoutError:
+        return None
+    except OSError as exc:
+        return f"over TCP: {exc}"
+    except DnsWireError as exc:
+        return f"malformed reply over TCP: {exc}"

@@ -114,9 +114,7 @@ class Router:
             # RFC 5321 §5.1: no MX records, the domain itself is the implicit MX
             targets = [(0, domain)]
         else:
-            records = [
-                (r.preference, r.exchange) for r in mx.records if isinstance(r, MxRecord)
-            ]
+            records = [(r.preference, r.exchange) for r in mx.records if isinstance(r, MxRecord)]
             real = [(p, h) for p, h in records if h not in ("", ".")]
             if not real:  # RFC 7505 §3: null MX, the domain accepts no mail
                 return self._fail(

@@ -32,6 +32,7 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ __all__ = [
     "RULEBOOK_DIR",
     "CheckTerm",
     "Compliance",
+    "ComplianceMemo",
     "Limits",
     "Outcome",
     "Reply",
@@ -635,10 +637,15 @@ class Compliance:
         return max(replies, key=_severity, default=None)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON; ``details`` only for the requirements to act on (unmet or undecided), so
+        a thousand-domain report is not mostly the requirements everyone meets."""
+        reply = self.reply
         return {"rulebook": self.rulebook, "bulk": self.bulk, "status": self.status.value,
                 "failed": self.failed, "warnings": self.warnings, "errors": self.errors,
                 "not_evaluated": self.not_evaluated, "manual": self.manual,
-                "details": [r.to_dict() for r in self.results]}  # fmt: skip
+                "reply": reply.to_dict() if reply else None,
+                "details": [r.to_dict() for r in self.results
+                            if r.outcome in (Outcome.UNMET, Outcome.ERROR)]}  # fmt: skip
 
 
 class _Evidence:
@@ -701,6 +708,37 @@ def evaluate(
     else:
         status = Status.PASS
     return Compliance(rulebook.id, bulk, status, judged)
+
+
+class ComplianceMemo:
+    """:func:`evaluate` as JSON, memoised on all it reads: the worst status per check id.
+
+    Auditing many domains, most share a handful of status patterns, so each rulebook is
+    judged once per pattern instead of once per domain. The returned dicts are shared:
+    treat them as read-only."""
+
+    def __init__(self, *, bulk: bool = True) -> None:
+        self.bulk = bulk
+        self._memo: dict[tuple[object, ...], dict[str, Any]] = {}
+        self._named: dict[str, tuple[str, ...]] = {}
+
+    def __call__(self, rulebook: Rulebook, results: Sequence[CheckResult]) -> dict[str, Any]:
+        worst: dict[str, Status] = {}
+        for result in results:
+            seen = worst.get(result.id)
+            if seen is None or result.status.rank > seen.rank:
+                worst[result.id] = result.status
+        named = self._named.get(rulebook.id)
+        if named is None:
+            named = self._named[rulebook.id] = tuple(dict.fromkeys(
+                t.id for r in rulebook.requirements for t in (*r.checks, *chain(*r.any_of))))
+        # _Evidence reads the statuses of the ids named, and which scopes are present
+        key = (rulebook.id, tuple(worst.get(i) for i in named),
+               frozenset(_scope(i) for i in worst))
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = evaluate(rulebook, results, bulk=self.bulk).to_dict()
+        return hit
 
 
 _OUTCOMES = {_MET: Outcome.MET, _UNMET: Outcome.UNMET, _ERROR: Outcome.ERROR}

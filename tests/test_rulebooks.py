@@ -350,8 +350,25 @@ def test_escalated_finds_failing_domains_now_rejected() -> None:
 
 def test_public_api_is_pinned() -> None:
     assert sorted(rb.__all__) == sorted([
-        "DISPOSITIONS", "MESSAGE_CHECKS", "RULEBOOK_DIR", "CheckTerm", "Compliance", "Limits",
+        "DISPOSITIONS", "MESSAGE_CHECKS", "RULEBOOK_DIR", "CheckTerm", "Compliance", "ComplianceMemo", "Limits",
         "Outcome", "Reply", "Requirement", "RequirementChange", "RequirementResult",
         "Rulebook", "RulebookDiff", "RulebookError", "RulebookRef", "affected", "available",
         "describe", "diff", "escalated", "evaluate", "load_rulebook",
     ])  # fmt: skip
+
+
+def test_the_memo_gives_what_evaluate_gives_for_each_pattern() -> None:
+    from probes.checks import CheckResult, Status
+
+    book = rb.load_rulebook("gmail@2025-11")
+    memo = rb.ComplianceMemo(bulk=True)
+    ids = ["spf.present", "spf.lookups", "dkim.key_present", "dmarc.present", "dmarc.policy"]
+    for pattern in range(3**len(ids)):
+        results = []
+        for i, check_id in enumerate(ids):
+            status = (Status.PASS, Status.FAIL, Status.ERROR)[(pattern // 3**i) % 3]
+            results.append(CheckResult(check_id, status, f"domain {pattern}"))
+        # a second, milder result for the same id must not change the worst status
+        results.append(CheckResult("spf.present", Status.PASS, "again"))
+        assert memo(book, results) == rb.evaluate(book, results, bulk=True).to_dict()
+    assert len(memo._memo) <= 3 ** len(ids)  # patterns of the ids the rulebook names

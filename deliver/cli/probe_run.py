@@ -75,10 +75,9 @@ async def stream_domains(
 
     from probes.audit import audit_domains
     from probes.checks import ProbeContext
-    from probes.rulebook import evaluate
+    from probes.rulebook import ComplianceMemo
 
-    def compliance(rulebook: Any, results: Sequence[Any]) -> dict[str, Any]:
-        return dict(evaluate(rulebook, results, bulk=setup.bulk).to_dict())
+    compliance = ComplianceMemo(bulk=setup.bulk)
 
     async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as http:
         ctx = ProbeContext(make_resolver(setup), setup.options, http)
