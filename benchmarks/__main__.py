@@ -29,6 +29,7 @@ BENCHMARKS = {
     "e2e": "benchmarks.e2e",
     "crash": "benchmarks.crash",
     "memory": "benchmarks.memory",
+    "probe": "benchmarks.probes",
 }
 
 

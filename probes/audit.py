@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -25,6 +26,7 @@ __all__ = [
     "audit_domain",
     "audit_domains",
     "normalize_domain",
+    "prepare",
 ]
 
 #: check group -> module with ``async def audit(ctx, domain) -> list[CheckResult]``,
@@ -71,13 +73,20 @@ class DomainReport:
         return out
 
 
+_LDH_NAME = re.compile(
+    r"(?=.{1,253}$)(?:(?!-)[a-z0-9-]{1,63}(?<!-)\.)+(?!-)[a-z0-9-]{0,62}[a-z0-9]", re.I
+)
+
+
 def normalize_domain(text: str) -> str:
     """A domain as typed by a person, as an A-label name without final dot.
 
     Raises ValueError with the reason when it is not a domain name."""
+    name = text.strip().rstrip(".")
+    if _LDH_NAME.fullmatch(name) and "--" not in name:
+        return name.lower()  # plain ASCII letters, digits, hyphens: nothing to map
     import idna
 
-    name = text.strip().rstrip(".")
     if not name:
         raise ValueError("empty domain name")
     if "@" in name:
@@ -145,6 +154,15 @@ def load_audits(skip: Iterable[str] = ()) -> dict[str, Audit]:
     if unknown:
         raise ValueError(f"unknown check group(s): {', '.join(sorted(unknown))}")
     return {g: _module_audit(g) for g in CHECK_MODULES if g not in skipped}
+
+
+def prepare(skip: Iterable[str] = ()) -> None:
+    """Import the check modules and build their constant tables (the Public Suffix List)
+    now: before forking workers, so that each does not do it again."""
+    load_audits(skip)
+    from probes.dmarc import organizational_domain
+
+    organizational_domain("example.com")
 
 
 async def audit_domains(

@@ -9,6 +9,7 @@ would in the worst case, every term evaluated (§4.6.4), and says where evaluati
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -171,11 +172,13 @@ def _normal(name: str) -> str:
     return name.rstrip(".").lower()
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_record(text: str) -> SpfRecord:
     """The terms of an SPF record (``text`` passed :func:`is_spf`), in order.
 
     Terms are split on whitespace, as verifiers do (pyspf, libspf2); the version is not a
     term. A second ``redirect`` or ``exp`` is a :class:`TermError` at its place (§6).
+    Memoised (the result is immutable): an ESP's record is included by many domains.
     """
     terms: list[Term] = []
     seen: set[str] = set()

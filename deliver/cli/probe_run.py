@@ -71,7 +71,7 @@ async def stream_domains(
     setup: ProbeSetup, domains: Sequence[str], emit: Callable[[Any], None]
 ) -> None:
     """Audit ``domains``, calling ``emit`` with each DomainReport in input order."""
-    import httpx
+    from contextlib import AsyncExitStack
 
     from probes.audit import audit_domains
     from probes.checks import ProbeContext
@@ -79,7 +79,14 @@ async def stream_domains(
 
     compliance = ComplianceMemo(bulk=setup.bulk)
 
-    async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as http:
+    async with AsyncExitStack() as stack:
+        http = None
+        if "mta_sts" not in setup.options.skip:  # httpx loads only when policies are fetched
+            import httpx
+
+            http = await stack.enter_async_context(
+                httpx.AsyncClient(timeout=10.0, follow_redirects=False)
+            )
         ctx = ProbeContext(make_resolver(setup), setup.options, http)
         async for report in audit_domains(
             ctx,
@@ -239,6 +246,9 @@ def _forked(
     keep_reports: bool,
     write: Callable[[str], object] | None,
 ) -> RunSummary:
+    from probes.audit import prepare
+
+    prepare(setup.options.skip)
     context = multiprocessing.get_context("fork")
     summary = RunSummary()
     url = setup.settings.database_url if store is not None else None
