@@ -126,7 +126,7 @@ class ProbeSettings:
     #: rulebooks evaluated when ``probe`` is not given ``--rulebook``
     rulebooks: tuple[str, ...] = ("gmail@latest", "yahoo@latest", "outlook@latest")
     #: domains audited at once (each runs its checks' lookups concurrently)
-    concurrency: int = 200
+    concurrency: int = 64
     #: the DNS timeout for probes (a lookup that takes longer is an ``error`` result)
     dns_timeout: float = 3.0
 

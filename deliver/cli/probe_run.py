@@ -14,15 +14,17 @@ import multiprocessing
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from deliver.cli.output import err_console
 from deliver.settings import Settings
 
 __all__ = ["ProbeSetup", "RunSummary", "make_resolver", "run_domains", "stream_domains"]
+
+T = TypeVar("T")
 
 #: below this many domains per worker, forking costs more than it saves
 MIN_DOMAINS_PER_WORKER = 100
@@ -55,6 +57,17 @@ class RunSummary:
     elapsed: float = 0.0
     #: the reports, kept only when they are to be shown as a table
     reports: list[Any] = field(default_factory=list)
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on uvloop when it is installed: auditing is mostly event-loop
+    overhead (a dozen small lookups per domain), which uvloop roughly halves."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
 
 
 def make_resolver(setup: ProbeSetup) -> Any:
@@ -200,7 +213,7 @@ def _in_process(
         bar.advance()
 
     with bar:
-        asyncio.run(stream_domains(setup, domains, emit))
+        run_async(stream_domains(setup, domains, emit))
     sink.flush()
     return summary
 
