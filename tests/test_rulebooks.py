@@ -350,7 +350,8 @@ def test_escalated_finds_failing_domains_now_rejected() -> None:
 
 def test_public_api_is_pinned() -> None:
     assert sorted(rb.__all__) == sorted([
-        "DISPOSITIONS", "MESSAGE_CHECKS", "RULEBOOK_DIR", "CheckTerm", "Compliance", "ComplianceMemo", "Limits",
+        "DISPOSITIONS", "MESSAGE_CHECKS", "RULEBOOK_DIR", "CheckTerm", "Compliance",
+        "ComplianceMemo", "Limits",
         "Outcome", "Reply", "Requirement", "RequirementChange", "RequirementResult",
         "Rulebook", "RulebookDiff", "RulebookError", "RulebookRef", "affected", "available",
         "describe", "diff", "escalated", "evaluate", "load_rulebook",
