@@ -114,6 +114,8 @@ def _zone() -> ZoneData:
     }
     for label in ("good", *{c[0] for c in CASES} - {"slow", "broken"}):
         records.update(good(label))
+    # a key published under the selector `sokures init --selector s` names (another key)
+    records[f"sr._domainkey.good.{Z}"] = [txt(f"v=DKIM1; k=rsa; p={GOOD_P}")]
     d = lambda label: f"{label}.{Z}"  # noqa: E731
     includes = " ".join(f"include:i{n}.{Z}" for n in range(11))
     for n in range(11):
@@ -372,3 +374,90 @@ text_verbatim = false
     assert result.code == 1, result.err
     data = json.loads(result.out)
     assert data["broken"] == {f"dmarc-none.{Z}": ["auth.dmarc_enforced"]}
+
+
+# ------------------------------------------------------------- check-message --
+def _signed_message(domain: str) -> bytes:
+    from deliver.dkim import DkimSigner
+
+    headers = (
+        f"From: News <news@{domain}>\r\nTo: reader@example.org\r\nSubject: Hi\r\n"
+        f"Date: Mon, 02 Feb 2026 10:00:00 +0000\r\nMessage-ID: <1.x@{domain}>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    )
+    raw = headers.encode() + b"\r\nHello.\r\n"
+    signer = DkimSigner(domain.encode(), b"s1", SIGNING_KEY)
+    return signer.sign_message(raw, 1_770_000_000) + raw
+
+
+def _signing_zone() -> ZoneData:
+    from deliver.dkim import dns_record
+
+    d = f"signed.{Z}"
+    return ZoneData([Z], {
+        d: [txt("v=spf1 ip4:127.0.0.10 -all")],
+        f"s1._domainkey.{d}": [txt(dns_record(SIGNING_KEY))],
+        f"_dmarc.{d}": [txt("v=DMARC1; p=reject")],
+    })  # fmt: skip
+
+
+def _key() -> Any:
+    from deliver.dkim import generate_key
+
+    return generate_key("rsa-sha256")
+
+
+SIGNING_KEY = _key()
+
+
+def test_check_message_gives_the_authentication_verdict(tmp_path: Path) -> None:
+    with DnsServerProcess(_signing_zone()) as server:
+        (tmp_path / "m.eml").write_bytes(_signed_message(f"signed.{Z}"))
+        result = sokures(tmp_path, "check-message", "m.eml", "--ip", "127.0.0.10",
+                         "--mail-from", f"bounce@signed.{Z}", "-n", server.nameserver,
+                         "--json", "--not-bulk")
+        data = json.loads(result.out)
+        status = {c["id"]: c["status"] for c in data["checks"]}
+        assert status["dkim.signature"] == "pass", data
+        assert status["message.spf"] == "pass", data
+        assert status["dmarc.result"] == "pass", data
+        assert result.code == 0, result.err
+        # the same message from an IP the SPF record does not list, body altered
+        tampered = _signed_message(f"signed.{Z}").replace(b"Hello.", b"Hello!")
+        (tmp_path / "bad.eml").write_bytes(tampered)
+        bad = sokures(tmp_path, "check-message", "bad.eml", "--ip", "127.0.0.99",
+                      "--mail-from", f"bounce@signed.{Z}", "-n", server.nameserver)
+        assert bad.code == 1
+        assert "dkim.signature" in bad.out and "dmarc.result" in bad.out
+        store = Store.open(f"sqlite:///{tmp_path / 'sokures.db'}")
+        try:
+            assert store.probes.failing_counts()[("dmarc.result", "fail")] == 1
+        finally:
+            store.close()
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\x01 not a message at all"])
+def test_check_message_refuses_what_is_not_a_message(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "x.eml").write_bytes(content)
+    result = sokures(tmp_path, "check-message", "x.eml", "--no-store")
+    assert result.code == 2, (result.out, result.err)
+    assert result.error_line
+
+
+def test_probe_compares_the_published_key_with_the_one_in_sokures_toml(
+    dns: DnsServerProcess, tmp_path: Path
+) -> None:
+    """`init` made new keys; DNS still publishes another: dkim.key_match fails with the fix."""
+    init = sokures(tmp_path, "init", "--domain", f"good.{Z}", "--selector", "s")
+    assert init.code == 0, init.err
+    result = sokures(tmp_path, "probe", f"good.{Z}", "-n", dns.nameserver, "-s", "sr",
+                     "-s", "se", "--json", "--no-store", "--skip", "dnsbl")
+    report = json.loads(result.out)
+    by_selector = {(c["id"], c["evidence"].get("selector")): c for c in report["checks"]}
+    mismatch = by_selector[("dkim.key_match", "sr")]
+    assert mismatch["status"] == "fail" and "p=" in (mismatch.get("fix") or ""), mismatch
+    missing = by_selector[("dkim.key_present", "se")]
+    assert missing["status"] == "fail" and "p=" in (missing.get("fix") or ""), missing
+    for pem in (tmp_path / "keys").glob("*.pem"):
+        body = pem.read_text().splitlines()[1]
+        assert body not in result.out and body not in result.err
