@@ -721,20 +721,33 @@ class ComplianceMemo:
         self.bulk = bulk
         self._memo: dict[tuple[object, ...], dict[str, Any]] = {}
         self._named: dict[str, tuple[str, ...]] = {}
+        #: the last results summarised: one audit is judged by each rulebook in turn
+        self._last: tuple[Sequence[CheckResult], dict[str, Status], frozenset[str]] | None = None
 
-    def __call__(self, rulebook: Rulebook, results: Sequence[CheckResult]) -> dict[str, Any]:
+    def _summary(self, results: Sequence[CheckResult]) -> tuple[dict[str, Status], frozenset[str]]:
+        last = self._last
+        if last is not None and last[0] is results:
+            return last[1], last[2]
         worst: dict[str, Status] = {}
         for result in results:
             seen = worst.get(result.id)
             if seen is None or result.status.rank > seen.rank:
                 worst[result.id] = result.status
+        scopes = frozenset(_scope(i) for i in worst)
+        self._last = (results, worst, scopes)
+        return worst, scopes
+
+    def __call__(self, rulebook: Rulebook, results: Sequence[CheckResult]) -> dict[str, Any]:
+        worst, scopes = self._summary(results)
         named = self._named.get(rulebook.id)
         if named is None:
-            named = self._named[rulebook.id] = tuple(dict.fromkeys(
-                t.id for r in rulebook.requirements for t in (*r.checks, *chain(*r.any_of))))
+            named = self._named[rulebook.id] = tuple(
+                dict.fromkeys(
+                    t.id for r in rulebook.requirements for t in (*r.checks, *chain(*r.any_of))
+                )
+            )
         # _Evidence reads the statuses of the ids named, and which scopes are present
-        key = (rulebook.id, tuple(worst.get(i) for i in named),
-               frozenset(_scope(i) for i in worst))
+        key = (rulebook.id, tuple(worst.get(i) for i in named), scopes)
         hit = self._memo.get(key)
         if hit is None:
             hit = self._memo[key] = evaluate(rulebook, results, bulk=self.bulk).to_dict()

