@@ -39,6 +39,7 @@ __all__ = [
     "generate_key",
     "load_private_key",
     "parse_message",
+    "read_private_key",
     "write_private_key",
 ]
 
@@ -300,8 +301,9 @@ class DkimSigner:
         return b"".join(parts)
 
 
-def load_private_key(path: Path, algorithm: str) -> PrivateKey:
-    """Read a DKIM private key; errors name the file, never its content."""
+def read_private_key(path: Path) -> PrivateKey:
+    """An RSA or Ed25519 private key from PEM (PKCS#1 or PKCS#8) or dkimpy's base64
+    Ed25519 seed; errors name the file, never its content."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -309,13 +311,19 @@ def load_private_key(path: Path, algorithm: str) -> PrivateKey:
     try:
         if data.lstrip().startswith(b"-----"):
             key = serialization.load_pem_private_key(data, password=None)
-        elif algorithm == "ed25519-sha256":
+        else:
             seed = base64.b64decode(data.strip(), validate=True)
             key = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
-        else:
-            raise ValueError
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise DkimKeyError(f"{path}: not a readable {algorithm} private key") from None
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # binascii.Error is a ValueError
+        raise DkimKeyError(f"{path}: not a readable RSA or Ed25519 private key") from None
+    if not isinstance(key, rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
+        raise DkimKeyError(f"{path}: a DKIM key must be RSA or Ed25519")
+    return key
+
+
+def load_private_key(path: Path, algorithm: str) -> PrivateKey:
+    """Read a DKIM private key for ``algorithm``; errors name the file, never its content."""
+    key = read_private_key(path)
     want = rsa.RSAPrivateKey if algorithm == "rsa-sha256" else ed25519.Ed25519PrivateKey
     if not isinstance(key, want):
         raise DkimKeyError(f"{path}: key does not match algorithm {algorithm}")

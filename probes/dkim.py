@@ -24,8 +24,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from deliver.dkim import read_private_key
 from deliver.dns import DnsAnswer, DnsStatus
-from deliver.errors import DkimKeyError
 from probes.checks import CheckResult, ProbeContext, Status, dns_error, fail, passed, warn
 
 __all__ = [
@@ -362,27 +362,11 @@ def public_key_bytes(private_key_path: str | Path) -> tuple[str, bytes]:
     Reads PEM (PKCS#1 or PKCS#8) and dkimpy's base64 Ed25519 seed; errors name the file,
     never its content.
     """
-    path = Path(private_key_path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DkimKeyError(f"{path}: cannot read DKIM key: {exc.strerror}") from None
-    try:
-        if data.lstrip().startswith(b"-----"):
-            key = serialization.load_pem_private_key(data, password=None)
-        else:
-            seed = base64.b64decode(data.strip(), validate=True)
-            key = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
-    except (ValueError, TypeError, UnsupportedAlgorithm, binascii.Error):
-        raise DkimKeyError(f"{path}: not a readable RSA or Ed25519 private key") from None
+    key = read_private_key(Path(private_key_path))
     if isinstance(key, rsa.RSAPrivateKey):
         der = key.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         return "rsa", der
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        raw = key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
-        return "ed25519", raw
-    raise DkimKeyError(f"{path}: a DKIM key must be RSA or Ed25519")
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "ed25519", raw

@@ -29,6 +29,7 @@ from typing import Any
 
 from deliver.dns import DnsStatus, Resolver
 from probes.checks import CheckResult, ProbeContext, error, fail, passed
+from probes.ptr import is_ip
 
 __all__ = ["REFUSALS", "DnsblAnswer", "audit", "classify", "lookup", "query_name"]
 
@@ -90,7 +91,7 @@ class DnsblAnswer:
     reason: str | None = None
 
     def to_evidence(self) -> dict[str, Any]:
-        kind = "domain" if self.subject and not _is_ip(self.subject) else "ip"
+        kind = "domain" if self.subject and not is_ip(self.subject) else "ip"
         out: dict[str, Any] = {
             kind: self.subject,
             "zone": self.zone,
@@ -102,14 +103,6 @@ class DnsblAnswer:
         if self.reason is not None:
             out["reason"] = self.reason
         return out
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 async def lookup(resolver: Resolver, subject: str, zone: str) -> DnsblAnswer:
@@ -137,7 +130,7 @@ async def audit(ctx: ProbeContext, domain: str) -> list[CheckResult]:
     pairs += [(domain, zone) for zone in options.dnsbl_domain_zones]
     if not pairs:
         return []
-    invalid = [ip for ip in dict.fromkeys(options.ips) if not _is_ip(ip)]
+    invalid = [ip for ip in dict.fromkeys(options.ips) if not is_ip(ip)]
     pairs = [(s, z) for s, z in pairs if s not in invalid]
     answers = await asyncio.gather(*(lookup(ctx.resolver, s, z) for s, z in pairs))
     return [_judge(answers, invalid)]

@@ -13,14 +13,13 @@ through a CNAME is seen in the A/AAAA answers' ``cnames``, so it costs no extra 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from deliver.dns import DnsAnswer, DnsStatus, MxRecord, Resolver
 from probes.checks import CheckResult, ProbeContext, Status, dns_error, error, fail, passed, warn
-from probes.ptr import ReverseDns, fcrdns
+from probes.ptr import ReverseDns, fcrdns, is_ip
 
 __all__ = ["VERDICTS", "MxHost", "audit", "verdict"]
 
@@ -143,19 +142,11 @@ def _host_evidence(host: MxHost) -> dict[str, Any]:
     return out
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _address(hosts: Sequence[MxHost]) -> CheckResult:
     evidence = [_host_evidence(h) for h in hosts]
     missing = [h.name for h in hosts if not h.addresses and h.failure is None]
     unknown = [h.name for h in hosts if h.unknown]
-    literal = [name for name in missing if _is_ip(name)]
+    literal = [name for name in missing if is_ip(name)]
     hint = (
         f"; {', '.join(literal)} is an IP address, but an MX must name a host "
         "(RFC 5321 §5.1): publish an A record for a host name and point the MX at it"

@@ -22,7 +22,7 @@ from typing import Any
 from deliver.dns import DnsAnswer, DnsStatus, Resolver
 from probes.checks import CheckResult, ProbeContext, error, fail, passed, warn
 
-__all__ = ["ReverseDns", "audit", "fcrdns", "looks_generic", "reverse_name"]
+__all__ = ["ReverseDns", "audit", "fcrdns", "is_ip", "looks_generic", "reverse_name"]
 
 #: PTR names checked forward per address (a long PTR RRset is itself a misconfiguration)
 MAX_PTR_NAMES = 10
@@ -37,6 +37,15 @@ _GENERIC_WORDS = re.compile(
 _DIGITS = re.compile(r"\d+")
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+
+
+def is_ip(text: str) -> bool:
+    """``text`` is an IPv4 or IPv6 address (not a host name)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 def reverse_name(ip: str) -> str:
     """The PTR owner name: ``4.3.2.1.in-addr.arpa``, or the nibbles under ``ip6.arpa``.

@@ -20,6 +20,7 @@ from lab.zones import Record, ZoneData
 from probes import dkim
 from probes.catalog import CHECKS
 from probes.checks import CheckResult, ProbeContext, ProbeOptions, Status
+from tests.probe_helpers import by_id
 from tests.servers.dns import DnsServerProcess
 
 DOMAIN = "keys.test"
@@ -109,11 +110,6 @@ def run(
 
     return asyncio.run(go())
 
-
-def by_id(results: list[CheckResult]) -> dict[str, CheckResult]:
-    ids = [r.id for r in results]
-    assert len(ids) == len(set(ids)), f"an id reported twice: {ids}"
-    return {r.id: r for r in results}
 
 
 def statuses(results: list[CheckResult]) -> dict[str, str]:

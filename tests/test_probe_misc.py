@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
@@ -12,6 +11,7 @@ from deliver.dns import Resolver
 from lab.zones import Record, ZoneData
 from probes import bimi, dnsbl, tlsrpt
 from probes.checks import CheckResult, ProbeContext, ProbeOptions, Status
+from tests.probe_helpers import by_id
 from tests.servers.dns import DnsServerProcess
 
 LOGO = "https://brand.test/logo.svg"
@@ -98,12 +98,7 @@ def run(
         finally:
             resolver.close()
 
-    results = asyncio.run(go())
-    for result in results:
-        json.dumps(result.to_dict())
-    ids = [r.id for r in results]
-    assert len(ids) == len(set(ids))
-    return {r.id: r for r in results}
+    return by_id(asyncio.run(go()))
 
 
 # --- TLS-RPT ---------------------------------------------------------------------------

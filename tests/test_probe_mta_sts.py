@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 import ssl
 import threading
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from deliver.dns import Resolver
 from lab.zones import Record, ZoneData
 from probes import mta_sts
 from probes.checks import CheckResult, ProbeContext, ProbeOptions, Status
+from tests.probe_helpers import by_id
 from tests.servers.dns import DnsServerProcess
 
 HTTPS_V4 = "127.0.0.19"
@@ -253,12 +253,7 @@ def run(
             finally:
                 resolver.close()
 
-    results = asyncio.run(go())
-    for result in results:
-        json.dumps(result.to_dict())
-    ids = [r.id for r in results]
-    assert len(ids) == len(set(ids))
-    return {r.id: r for r in results}
+    return by_id(asyncio.run(go()))
 
 
 def statuses(results: dict[str, CheckResult]) -> dict[str, str]:

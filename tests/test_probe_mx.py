@@ -10,8 +10,8 @@ import pytest
 from deliver.dns import Resolver
 from lab.zones import Record, ZoneData
 from probes import mx
-from probes.catalog import CHECKS
 from probes.checks import CheckResult, ProbeContext, Status
+from tests.probe_helpers import by_id
 from tests.servers.dns import DnsServerProcess
 
 
@@ -89,11 +89,7 @@ def run(server: DnsServerProcess, domain: str) -> dict[str, CheckResult]:
         finally:
             resolver.close()
 
-    results = asyncio.run(go())
-    ids = [r.id for r in results]
-    assert len(ids) == len(set(ids)), f"one result per id, got {ids}"
-    assert set(ids) <= set(CHECKS)
-    return {r.id: r for r in results}
+    return by_id(asyncio.run(go()))
 
 
 def statuses(results: dict[str, CheckResult]) -> dict[str, str]:
