@@ -12,7 +12,8 @@ the number of queries in flight is bounded, and identical lookups in flight shar
 query. ``query`` is async; ``query_sync`` serves libraries that look names up
 synchronously (pyspf, dkimpy) from threads.
 
-Messages go through :mod:`deliver.dnswire` (dnspython's codec was most of the cost):
+Messages go through :mod:`deliver.dnswire` (dnspython's codec was most of the cost) and
+the sockets of :mod:`deliver.dnstransport`:
 asynchronously over one connected UDP socket per nameserver and event loop, replies
 matched to queries by a random 16-bit id and the question (anything else is ignored),
 retransmitted after 1 s, then 2 s, ... until the timeout, moving on to the next
@@ -23,7 +24,6 @@ of a lookup (:class:`_Resolution`) are pure and shared by the async and sync pat
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import secrets
 import socket
@@ -33,16 +33,24 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from deliver.dnstransport import (
+    Exchange,
+    Server,
+    UdpChannel,
+    connected_udp,
+    expire,
+    receive_reply,
+    server_for,
+    tcp_exchange,
+    tcp_exchange_sync,
+)
 from deliver.dnswire import (
-    DnsWireError,
     MxRecord,
     Record,
     Response,
     SoaRecord,
     TxtRecord,
-    decode_response,
     encode_query,
-    is_reply,
     question_of,
     rcode_text,
     rdtype_code,
@@ -62,10 +70,6 @@ UDP_PAYLOAD = 1232
 #: the negative-caching TTL when a negative answer carries no SOA (RFC 2308 §5)
 NEGATIVE_TTL_WITHOUT_SOA = 60
 MAX_CNAME_CHAIN = 16
-#: socket buffers large enough for hundreds of queries in flight (the kernel may cap them)
-SOCKET_BUFFER = 4 << 20
-#: datagrams read per readiness event before letting other callbacks run
-_READ_BATCH = 64
 _CNAME = 5
 _RCODE_STATUS = {2: "servfail", 5: "refused"}
 
@@ -115,24 +119,7 @@ def parse_nameserver(value: str) -> tuple[str, int]:
         raise ConfigError(f"nameserver {exc}") from None
 
 
-@dataclass(frozen=True, slots=True)
-class _Server:
-    label: str  # host:port, for details
-    family: int
-    address: tuple[str, int] | tuple[str, int, int, int]
-
-
-def _server(host: str, port: int) -> _Server:
-    label = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    except OSError as exc:
-        raise ConfigError(f"nameserver {label}: {exc}") from None
-    family, _, _, _, address = infos[0]
-    return _Server(label, family, address)  # type: ignore[arg-type]
-
-
-def _system_nameservers() -> list[_Server]:
+def _system_nameservers() -> list[Server]:
     """The nameservers of /etc/resolv.conf, read by dnspython."""
     import dns.exception
     import dns.nameserver
@@ -145,9 +132,9 @@ def _system_nameservers() -> list[_Server]:
     servers = []
     for entry in system.nameservers:
         if isinstance(entry, dns.nameserver.Do53Nameserver):
-            servers.append(_server(entry.address, entry.port))
+            servers.append(server_for(entry.address, entry.port))
         elif isinstance(entry, str):
-            servers.append(_server(entry, system.port))
+            servers.append(server_for(entry, system.port))
     if not servers:
         raise ConfigError("no nameserver given and none usable in /etc/resolv.conf")
     return servers
@@ -166,7 +153,7 @@ class _Resolution:
     """
 
     def __init__(
-        self, name: str, rdtype: str, servers: Sequence[_Server], timeout: float, now: float
+        self, name: str, rdtype: str, servers: Sequence[Server], timeout: float, now: float
     ) -> None:
         self.name, self.rdtype, self.servers = name, rdtype, servers
         self.deadline = now + timeout
@@ -245,101 +232,13 @@ def _interpret(name: str, rdtype: str, response: Response) -> DnsAnswer:
 # --- the async path ------------------------------------------------------------------
 
 
-class _Exchange:
-    """One lookup's replies: whatever server answers, the current try's waiter learns."""
-
-    __slots__ = ("query", "question", "waiter")
-
-    def __init__(self, query: bytes) -> None:
-        self.query = query  # with id 0: each server gets its own
-        self.question = question_of(query)
-        self.waiter: asyncio.Future[tuple[int, Response | str | None]] | None = None
-
-    def finish(self, index: int, outcome: Response | str | None) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result((index, outcome))
-
-
-def _expire(exchange: _Exchange, index: int) -> None:
-    exchange.finish(index, None)
-
-
-class _UdpChannel:
-    """A connected UDP socket to one nameserver, read by the event loop; replies are
-    matched to the pending lookups by id. Being connected, the kernel drops datagrams
-    from other addresses."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, server: _Server, index: int) -> None:
-        self.loop, self.index = loop, index
-        self.pending: dict[int, _Exchange] = {}
-        sock = socket.socket(server.family, socket.SOCK_DGRAM)
-        try:
-            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-            sock.setblocking(False)
-            sock.connect(server.address)
-            loop.add_reader(sock.fileno(), self._readable)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
-
-    def register(self, exchange: _Exchange) -> int:
-        """A random id no other pending lookup on this socket holds (spoof resistance)."""
-        while True:
-            qid = secrets.randbits(16)
-            if qid not in self.pending:
-                self.pending[qid] = exchange
-                return qid
-
-    def send(self, data: bytes) -> str | None:
-        try:
-            self.sock.send(data)
-        except OSError as exc:  # ICMP errors surface here too (a closed port)
-            return f"cannot send: {exc}"
-        return None
-
-    def _readable(self) -> None:
-        for _ in range(_READ_BATCH):
-            try:
-                data = self.sock.recv(65535)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # e.g. port unreachable: every lookup here fails
-                for exchange in list(self.pending.values()):
-                    exchange.finish(self.index, f"no reply: {exc}")
-                return
-            self._received(data)
-
-    def _received(self, data: bytes) -> None:
-        if len(data) < 12:
-            return
-        exchange = self.pending.get((data[0] << 8) | data[1])
-        if exchange is None or not is_reply(data, data[:2], exchange.question):
-            return  # unknown id or another question: late, or forged
-        try:
-            response: Response | str = decode_response(data)
-        except DnsWireError as exc:
-            response = f"malformed reply: {exc}"
-        exchange.finish(self.index, response)
-
-    def close(self) -> None:
-        if not self.loop.is_closed():
-            self.loop.remove_reader(self.sock.fileno())
-        self.sock.close()
-        for exchange in self.pending.values():
-            exchange.finish(self.index, "resolver closed")
-
-
 class _LoopState:
     """What the resolver holds per event loop: asyncio objects belong to one loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, concurrency: int, servers: int) -> None:
         self.loop = loop
         self.limit = asyncio.Semaphore(concurrency)
-        self.channels: list[_UdpChannel | None] = [None] * servers
+        self.channels: list[UdpChannel | None] = [None] * servers
         self.inflight: dict[tuple[str, str], asyncio.Future[DnsAnswer]] = {}
 
     def close(self) -> None:
@@ -374,7 +273,7 @@ class Resolver:
         cache: bool = True,
     ) -> None:
         if nameservers:
-            self._servers = [_server(*parse_nameserver(n)) for n in nameservers]
+            self._servers = [server_for(*parse_nameserver(n)) for n in nameservers]
         else:
             self._servers = _system_nameservers()
         self._timeout = timeout
@@ -471,8 +370,8 @@ class Resolver:
             return query
         loop = state.loop
         resolution = _Resolution(name, rdtype, self._servers, self._timeout, loop.time())
-        exchange = _Exchange(query)
-        ids: dict[int, tuple[_UdpChannel, int]] = {}
+        exchange = Exchange(query)
+        ids: dict[int, tuple[UdpChannel, int]] = {}
         self._count()
         try:
             while (step := resolution.next_try(loop.time())) is not None:
@@ -503,7 +402,7 @@ class Resolver:
         self,
         state: _LoopState,
         resolution: _Resolution,
-        exchange: _Exchange,
+        exchange: Exchange,
         index: int,
         wait: float,
     ) -> DnsAnswer | None:
@@ -511,7 +410,7 @@ class Resolver:
         loop = state.loop
         waiter: asyncio.Future[tuple[int, Response | str | None]] = loop.create_future()
         exchange.waiter = waiter
-        timer = loop.call_later(wait, _expire, exchange, index)
+        timer = loop.call_later(wait, expire, exchange, index)
         try:
             replied, outcome = await waiter
         finally:
@@ -522,9 +421,7 @@ class Resolver:
             # RFC 7766 §5: the full answer over TCP
             remaining = resolution.deadline - loop.time()
             wire = outcome.id.to_bytes(2, "big") + exchange.query[2:]
-            outcome = await _tcp_exchange(
-                self._servers[replied], wire, exchange.question, remaining
-            )
+            outcome = await tcp_exchange(self._servers[replied], wire, exchange.question, remaining)
             if outcome is None:
                 return None
         if isinstance(outcome, str):
@@ -532,10 +429,10 @@ class Resolver:
             return None
         return resolution.answered(replied, outcome)
 
-    def _channel(self, state: _LoopState, index: int) -> _UdpChannel:
+    def _channel(self, state: _LoopState, index: int) -> UdpChannel:
         channel = state.channels[index]
         if channel is None:
-            channel = _UdpChannel(state.loop, self._servers[index], index)
+            channel = UdpChannel(state.loop, self._servers[index], index)
             state.channels[index] = channel
         return channel
 
@@ -554,18 +451,18 @@ class Resolver:
                 try:
                     if index not in sockets:
                         sockets[index] = (
-                            _connected(server),
+                            connected_udp(server),
                             secrets.randbits(16).to_bytes(2, "big"),
                         )
                     sock, qid = sockets[index]
                     wire = qid + query[2:]
                     sock.send(wire)
-                    outcome = _receive(sock, qid, question, time.monotonic() + wait)
+                    outcome = receive_reply(sock, qid, question, time.monotonic() + wait)
                 except OSError as exc:
                     outcome = f"no reply: {exc}"
                 if isinstance(outcome, Response) and outcome.truncated:
                     remaining = resolution.deadline - time.monotonic()
-                    outcome = _tcp_exchange_sync(server, wire, question, remaining)
+                    outcome = tcp_exchange_sync(server, wire, question, remaining)
                 if isinstance(outcome, str):
                     resolution.failed(index, f"{server.label}: {outcome}")
                 elif outcome is not None and (answer := resolution.answered(index, outcome)):
@@ -574,84 +471,3 @@ class Resolver:
         finally:
             for sock, _ in sockets.values():
                 sock.close()
-
-
-# --- the sync path and TCP -----------------------------------------------------------
-
-
-def _connected(server: _Server) -> socket.socket:
-    sock = socket.socket(server.family, socket.SOCK_DGRAM)
-    try:
-        sock.connect(server.address)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _receive(
-    sock: socket.socket, qid: bytes, question: bytes, until: float
-) -> Response | str | None:
-    """The reply to our query on a blocking socket, a failure, or None when ``until`` passed;
-    other datagrams are ignored."""
-    while (remaining := until - time.monotonic()) > 0:
-        sock.settimeout(remaining)
-        try:
-            data = sock.recv(65535)
-        except TimeoutError:
-            return None
-        if is_reply(data, qid, question):
-            try:
-                return decode_response(data)
-            except DnsWireError as exc:
-                return f"malformed reply: {exc}"
-    return None
-
-
-async def _tcp_exchange(
-    server: _Server, wire: bytes, question: bytes, remaining: float
-) -> Response | str | None:
-    """One query over TCP, length-prefixed (RFC 1035 §4.2.2, RFC 7766); None on timeout."""
-    if remaining <= 0:
-        return None
-    try:
-        async with asyncio.timeout(remaining):
-            reader, writer = await asyncio.open_connection(*server.address[:2])
-            try:
-                writer.write(len(wire).to_bytes(2, "big") + wire)
-                while True:
-                    size = int.from_bytes(await reader.readexactly(2), "big")
-                    data = await reader.readexactly(size)
-                    if is_reply(data, wire[:2], question):
-                        return decode_response(data)
-            finally:
-                writer.close()
-    except TimeoutError:
-        return None
-    except (OSError, asyncio.IncompleteReadError) as exc:
-        return f"over TCP: {exc}"
-    except DnsWireError as exc:
-        return f"malformed reply over TCP: {exc}"
-
-
-def _tcp_exchange_sync(
-    server: _Server, wire: bytes, question: bytes, remaining: float
-) -> Response | str | None:
-    """:func:`_tcp_exchange` on a blocking socket (each read within ``remaining``)."""
-    if remaining <= 0:
-        return None
-    try:
-        with socket.create_connection(server.address[:2], timeout=remaining) as sock:
-            sock.sendall(len(wire).to_bytes(2, "big") + wire)
-            stream = sock.makefile("rb")
-            while len(prefix := stream.read(2)) == 2:
-                data = stream.read(int.from_bytes(prefix, "big"))
-                if is_reply(data, wire[:2], question):
-                    return decode_response(data)
-            return "over TCP: the server closed the connection"
-    except TimeoutError:
-        return None
-    except OSError as exc:
-        return f"over TCP: {exc}"
-    except DnsWireError as exc:
-        return f"malformed reply over TCP: {exc}"
