@@ -300,7 +300,8 @@ def _forked(
                 p.start()
             while any(p.is_alive() for p in procs):
                 time.sleep(0.1)
-                bar.update(sum(_lines(o) for o in outs))
+                if bar.enabled:  # counting lines costs CPU the workers could use
+                    bar.update(sum(_lines(o) for o in outs))
             for p in procs:
                 p.join()
         failed = [o.with_suffix(".err").read_text() for o in outs if o.with_suffix(".err").exists()]
