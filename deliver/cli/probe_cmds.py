@@ -266,8 +266,10 @@ def probe(
     ] = 0,
     json_out: JsonOpt = False,
 ) -> None:
-    """Audit a domain's SPF, DKIM, DMARC, MX, PTR, MTA-STS, TLS-RPT, BIMI and DNSBL
-    listings against what Gmail, Yahoo and Outlook require."""
+    """Audit domains against what Gmail, Yahoo and Outlook require.
+
+    Checks SPF, DKIM keys, DMARC, MX, PTR/FCrDNS, MTA-STS, TLS-RPT, BIMI and DNSBL
+    listings, and each provider's rulebook."""
     if (domain is None) == (from_file is None):
         raise InputError("give a DOMAIN or --from-file FILE (one of the two)")
     if from_file is not None:
@@ -364,8 +366,10 @@ def check_message(
     ] = True,
     json_out: JsonOpt = False,
 ) -> None:
-    """Authentication verdict for a received message: DKIM, SPF, DMARC with alignment, ARC,
-    and what the providers enforce on the message itself."""
+    """Authentication verdict for a received message (DKIM, SPF, DMARC, ARC).
+
+    Also checks what the providers enforce on the message itself: one From, Message-ID,
+    Date, RFC 5322 shape, one-click unsubscribe for bulk mail."""
     from probes.message import check_message as verify
     from probes.rulebook import evaluate, load_rulebook
 
