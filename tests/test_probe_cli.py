@@ -461,3 +461,26 @@ def test_probe_compares_the_published_key_with_the_one_in_sokures_toml(
     for pem in (tmp_path / "keys").glob("*.pem"):
         body = pem.read_text().splitlines()[1]
         assert body not in result.out and body not in result.err
+
+
+def test_worker_processes_give_the_same_reports_in_the_same_order(
+    audited: dict[str, Any], dns: DnsServerProcess
+) -> None:
+    work = audited["work"]
+    result = sokures(work, "probe", "--from-file", "domains.txt", "--nameserver",
+                     dns.nameserver, "--selector", "s1", "--json", "--skip", "dnsbl",
+                     "--workers", "3", env={"SOKURES_PROBES_DNS_TIMEOUT": "1s"})
+    assert result.code == 1, result.err
+    reports = [json.loads(line) for line in result.out.splitlines()]
+    single = audited["reports"]
+    assert [r["domain"] for r in reports] == list(single)
+
+    def outcome(report: dict[str, Any]) -> list[tuple[str, str]]:
+        return [(c["id"], c["status"]) for c in report["checks"]]
+
+    assert [outcome(r) for r in reports] == [outcome(single[r["domain"]]) for r in reports]
+    store = Store.open(f"sqlite:///{work / 'sokures.db'}")
+    try:  # each worker stored its share under the one run: two reports per domain now
+        assert len(store.probes.history(f"spf-none.{Z}")) == 2
+    finally:
+        store.close()
