@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from deliver.cli.output import err_console
 from deliver.settings import Settings
@@ -141,6 +141,21 @@ class ReportSink:
         if len(self.batch) >= self.BATCH:
             self.flush()
 
+    def add_json(self, line: bytes) -> None:
+        """A report as a worker wrote it (one JSON line)."""
+        if self.store is None:
+            return
+        from deliver.store import StoredReport
+
+        data = _loads(line)
+        self.batch.append(
+            StoredReport(
+                data["domain"], time.time(), data["status"], data["compliance"], data["checks"]
+            )
+        )
+        if len(self.batch) >= self.BATCH:
+            self.flush()
+
     def flush(self) -> None:
         if self.store is not None and self.batch:
             self.store.probes.add_reports(self.run_id, self.batch)
@@ -152,6 +167,14 @@ def needs_action(report: Any) -> bool:
     if report.status.value in ("fail", "error"):
         return True
     return any(c.get("status") in ("fail", "error") for c in report.compliance.values())
+
+
+def _loads(line: bytes) -> Any:
+    try:
+        import orjson
+    except ImportError:
+        return json.loads(line)
+    return orjson.loads(line)
 
 
 def _to_json(report: Any) -> str:
@@ -257,19 +280,13 @@ def _interleaved(paths: Sequence[Path]) -> Iterator[str]:
                 yield line
 
 
-def _worker(
-    setup: ProbeSetup, shard: Sequence[str], out: Path, run_id: int, store_url: str | None
-) -> None:
-    """In a forked child: audit a shard, write JSON lines to ``out``, findings to out.n."""
+def _worker(setup: ProbeSetup, shard: Sequence[str], out: Path) -> None:
+    """In a forked child: audit a shard, write JSON lines to ``out``, findings to out.n.
+    The parent stores the lines as they come: one writer, no lock contention."""
     code = 0
     try:
-        store = None
-        if store_url is not None:
-            from deliver.store import Store
-
-            store = Store.open(store_url)
-        with out.open("w", encoding="utf-8") as f:
-            summary = _in_process(setup, shard, store, run_id, True, False, f.write, False)
+        with out.open("w", encoding="utf-8", buffering=1 << 16) as f:
+            summary = _in_process(setup, shard, None, 0, True, False, f.write, False)
         out.with_suffix(".n").write_text(str(summary.findings))
     except BaseException as exc:  # reported by the parent; no traceback with user data
         out.with_suffix(".err").write_text(f"{type(exc).__name__}: {exc}"[:500])
@@ -294,25 +311,35 @@ def _forked(
     gc.freeze()  # what prepare built too: shared with the workers, never swept
     context = multiprocessing.get_context("fork")
     summary = RunSummary()
-    url = setup.settings.database_url if store is not None else None
-    if store is not None:
-        store.engine.dispose()  # no pooled connection crosses the fork
+    sink = ReportSink(store, run_id)
     with tempfile.TemporaryDirectory(prefix="sokures-probe-") as tmp:
         outs = [Path(tmp) / f"shard{i}.jsonl" for i in range(workers)]
         procs = [
-            context.Process(target=_worker, args=(setup, shard, out, run_id, url), daemon=True)
+            context.Process(target=_worker, args=(setup, shard, out), daemon=True)
             for shard, out in zip(_shard(domains, workers), outs, strict=True)
         ]
         bar = _Progress(len(domains), enabled=not json_out)
+        tails = [_Tail(out) for out in outs]
         with bar:
             for p in procs:
                 p.start()
-            while any(p.is_alive() for p in procs):
-                time.sleep(0.1)
-                if bar.enabled:  # counting lines costs CPU the workers could use
-                    bar.update(sum(_lines(o) for o in outs))
+            done = 0
+            while True:
+                alive = any(p.is_alive() for p in procs)
+                if store is not None or bar.enabled:  # else reading costs the workers CPU
+                    for tail in tails:
+                        for raw in tail.lines():
+                            sink.add_json(raw)
+                            done += 1
+                    bar.update(done)
+                if not alive:
+                    break
+                time.sleep(0.05)
             for p in procs:
                 p.join()
+            for tail in tails:
+                tail.close()
+        sink.flush()
         failed = [o.with_suffix(".err").read_text() for o in outs if o.with_suffix(".err").exists()]
         if failed or any(p.exitcode for p in procs):
             raise RuntimeError(f"a probe worker failed: {failed[0] if failed else 'killed'}")
@@ -325,12 +352,27 @@ def _forked(
     return summary
 
 
-def _lines(path: Path) -> int:
-    try:
-        with path.open("rb") as f:
-            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 16), b""))
-    except FileNotFoundError:
-        return 0
+class _Tail:
+    """The complete lines a worker has appended to its file since the last call."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file: BinaryIO | None = None
+        self.partial = b""
+
+    def lines(self) -> list[bytes]:
+        if self.file is None:
+            try:
+                self.file = self.path.open("rb")
+            except FileNotFoundError:
+                return []
+        data = self.partial + self.file.read()
+        *complete, self.partial = data.split(b"\n")
+        return complete
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 def _report_from_json(line: str) -> Any:

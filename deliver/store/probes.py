@@ -47,36 +47,44 @@ class ProbeStore:
             conn.execute(update(R).where(R.c.id == run_id).values(finished_at=now))
 
     def add_reports(self, run_id: int, reports: Iterable[StoredReport]) -> int:
-        """Write reports and their checks in one transaction; returns how many."""
-        count = 0
+        """Write reports and their checks in one transaction (two statements, each run
+        over many rows); returns how many reports."""
+        batch = list(reports)
+        if not batch:
+            return 0
         with self.engine.begin() as conn:
-            for report in reports:
-                report_id = conn.execute(
-                    insert(P)
-                    .values(
-                        run_id=run_id,
-                        subject=report.subject,
-                        checked_at=report.checked_at,
-                        status=report.status,
-                        compliance=dict(report.compliance),
-                    )
-                    .returning(P.c.id)
-                ).scalar_one()
-                rows = [
-                    {
-                        "report_id": report_id,
-                        "check_id": c["id"],
-                        "status": c["status"],
-                        "message": c["message"],
-                        "evidence": dict(c.get("evidence") or {}),
-                        "fix": c.get("fix"),
-                    }
-                    for c in report.checks
-                ]
-                if rows:
-                    conn.execute(insert(C), rows)
-                count += 1
-        return count
+            ids = (
+                conn.execute(
+                    insert(P).returning(P.c.id, sort_by_parameter_order=True),
+                    [
+                        {
+                            "run_id": run_id,
+                            "subject": report.subject,
+                            "checked_at": report.checked_at,
+                            "status": report.status,
+                            "compliance": dict(report.compliance),
+                        }
+                        for report in batch
+                    ],
+                )
+                .scalars()
+                .all()
+            )
+            rows = [
+                {
+                    "report_id": report_id,
+                    "check_id": c["id"],
+                    "status": c["status"],
+                    "message": c["message"],
+                    "evidence": dict(c.get("evidence") or {}),
+                    "fix": c.get("fix"),
+                }
+                for report_id, report in zip(ids, batch, strict=True)
+                for c in report.checks
+            ]
+            if rows:
+                conn.execute(insert(C), rows)
+        return len(batch)
 
     def history(self, subject: str, limit: int = 20) -> list[StoredReport]:
         """The latest reports for a domain (or message subject), newest first."""
