@@ -37,7 +37,7 @@ def _check_rows(table: Table, checks: Sequence[Any]) -> None:
 
 
 def check_table(report: Any) -> Table:
-    """One domain's checks, worst first within the order of the check groups."""
+    """One domain's checks, in the order of the check groups (MX, SPF, DKIM, DMARC, …)."""
     counts = Counter(c.status.value for c in report.checks)
     summary = ", ".join(f"{counts[s]} {s}" for s in ("fail", "error", "warn", "pass") if counts[s])
     table = Table(
@@ -61,14 +61,16 @@ def compliance_table(compliance: Mapping[str, Mapping[str, Any]]) -> Table:
     for book, result in compliance.items():
         lines = Text()
         for detail in result.get("details", []):
-            if detail.get("status") not in ("fail", "error"):
+            if detail.get("outcome") not in ("unmet", "error"):
                 continue
             if lines:
                 lines.append("\n")
             lines.append(str(detail.get("id")), style="bold")
             reply = detail.get("reply") or {}
             answer = " ".join(str(reply.get(k)) for k in ("code", "enhanced") if reply.get(k))
-            if answer or reply.get("disposition"):
+            if detail.get("outcome") == "error":
+                lines.append("  could not be decided (a check could not be made)", style="dim")
+            elif answer or reply.get("disposition"):
                 lines.append(f"  {answer} {reply.get('disposition', '')}".rstrip(), style="dim")
         if not lines and result.get("failed"):
             lines.append(", ".join(result["failed"]))
