@@ -203,11 +203,7 @@ def check_results(record: Mapping[str, Any]) -> list[CheckResult]:
     """The CheckResult objects a JSON line was printed from."""
     from probes.checks import CheckResult
 
-    return [
-        CheckResult(c["id"], c["status"], c.get("message", ""), c.get("evidence") or {},
-                    c.get("fix"))
-        for c in record.get("checks", [])
-    ]  # fmt: skip
+    return [CheckResult.from_dict(c) for c in record.get("checks", [])]
 
 
 def _verdict_functions() -> dict[str, Callable[..., str]]:

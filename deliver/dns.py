@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import re
 import secrets
 import socket
 import threading
@@ -60,7 +61,7 @@ from deliver.units import parse_host_port
 
 __all__ = [
     "DnsAnswer", "DnsStatus", "MxRecord", "Record", "Resolver", "SoaRecord", "TxtRecord",
-    "parse_nameserver",
+    "normalize_domain", "parse_nameserver",
 ]  # fmt: skip
 
 #: the first try waits this long (or the whole timeout if shorter), each round twice as long
@@ -109,6 +110,36 @@ class DnsAnswer:
 
     def addresses(self) -> list[str]:
         return [r for r in self.records if isinstance(r, str)]
+
+
+_LDH_NAME = re.compile(
+    r"(?=.{1,253}$)(?:(?!-)[a-z0-9-]{1,63}(?<!-)\.)+(?!-)[a-z0-9-]{0,62}[a-z0-9]", re.I
+)
+
+
+def normalize_domain(text: str) -> str:
+    """A domain as typed by a person, as an A-label name without final dot.
+
+    Raises ValueError with the reason when it is not a domain name."""
+    name = text.strip().rstrip(".")
+    if _LDH_NAME.fullmatch(name) and "--" not in name:
+        return name.lower()  # plain ASCII letters, digits, hyphens: nothing to map
+    import idna
+
+    if not name:
+        raise ValueError("empty domain name")
+    if "@" in name:
+        raise ValueError(f"{name!r} is an address, not a domain (give the part after @)")
+    if "://" in name or "/" in name or " " in name:
+        raise ValueError(f"{name!r} is not a domain name")
+    try:
+        ascii_name = idna.encode(name, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise ValueError(f"{name!r} is not a valid domain name: {exc}") from None
+    labels = ascii_name.split(".")
+    if len(labels) < 2 or len(ascii_name) > 253:
+        raise ValueError(f"{name!r} is not a fully qualified domain name")
+    return ascii_name.lower()
 
 
 def parse_nameserver(value: str) -> tuple[str, int]:

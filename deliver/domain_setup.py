@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deliver.dkim import dns_record, generate_key, write_private_key
+from deliver.dns import normalize_domain
 from deliver.errors import ConfigError, InputError
 from deliver.tokens import generate_token_key
 
@@ -56,15 +57,10 @@ def dkim_selector_defaults(now: float | None = None) -> str:
 
 
 def _check_domain(domain: str) -> str:
-    d = domain.strip().lower().rstrip(".")
     try:
-        d = d.encode("idna").decode("ascii")
-    except UnicodeError:
-        raise InputError(f"--domain {domain!r} is not a domain name") from None
-    labels = d.split(".")
-    if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
-        raise InputError(f"--domain {domain!r} is not a domain name")
-    return d
+        return normalize_domain(domain)
+    except ValueError as exc:
+        raise InputError(f"--domain: {exc}") from None
 
 
 def _check_selector(selector: str) -> str:

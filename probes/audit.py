@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from deliver.dns import normalize_domain
 from probes.catalog import CHECKS, GROUPS, group_of
 from probes.checks import CheckResult, ProbeContext, Status, error, worst
 
@@ -46,8 +46,8 @@ CHECK_MODULES: Mapping[str, str] = {
 Audit = Callable[[ProbeContext, str], Awaitable[list[CheckResult]]]
 
 
-#: rulebook -> results -> the compliance section for that rulebook
-Evaluator = Callable[[Any, Sequence[CheckResult]], Mapping[str, Any]]
+#: (rulebooks, one audit's results) -> the compliance section, by rulebook id
+Evaluator = Callable[[Sequence[Any], Sequence[CheckResult]], Mapping[str, Mapping[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,36 +71,6 @@ class DomainReport:
             "compliance": {k: dict(v) for k, v in self.compliance.items()},
         }
         return out
-
-
-_LDH_NAME = re.compile(
-    r"(?=.{1,253}$)(?:(?!-)[a-z0-9-]{1,63}(?<!-)\.)+(?!-)[a-z0-9-]{0,62}[a-z0-9]", re.I
-)
-
-
-def normalize_domain(text: str) -> str:
-    """A domain as typed by a person, as an A-label name without final dot.
-
-    Raises ValueError with the reason when it is not a domain name."""
-    name = text.strip().rstrip(".")
-    if _LDH_NAME.fullmatch(name) and "--" not in name:
-        return name.lower()  # plain ASCII letters, digits, hyphens: nothing to map
-    import idna
-
-    if not name:
-        raise ValueError("empty domain name")
-    if "@" in name:
-        raise ValueError(f"{name!r} is an address, not a domain (give the part after @)")
-    if "://" in name or "/" in name or " " in name:
-        raise ValueError(f"{name!r} is not a domain name")
-    try:
-        ascii_name = idna.encode(name, uts46=True).decode("ascii")
-    except idna.IDNAError as exc:
-        raise ValueError(f"{name!r} is not a valid domain name: {exc}") from None
-    labels = ascii_name.split(".")
-    if len(labels) < 2 or len(ascii_name) > 253:
-        raise ValueError(f"{name!r} is not a fully qualified domain name")
-    return ascii_name.lower()
 
 
 def _module_audit(group: str) -> Audit:
@@ -140,10 +110,7 @@ async def audit_domain(
             checks.append(_crashed(group, outcome))
         else:
             checks.extend(outcome)
-    compliance: dict[str, Mapping[str, Any]] = {}
-    if evaluate is not None:
-        for rulebook in rulebooks:
-            compliance[rulebook.id] = evaluate(rulebook, checks)
+    compliance = evaluate(rulebooks, checks) if evaluate is not None and rulebooks else {}
     return DomainReport(domain, tuple(checks), compliance, time.time())
 
 

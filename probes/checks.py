@@ -74,6 +74,12 @@ class CheckResult:
         object.__setattr__(self, "status", Status(self.status))
         object.__setattr__(self, "evidence", _frozen(self.evidence))
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CheckResult:
+        """The inverse of :meth:`to_dict` (a JSON report read back)."""
+        return cls(data["id"], Status(data["status"]), data.get("message", ""),
+                   data.get("evidence") or {}, data.get("fix"))  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": self.id,

@@ -191,7 +191,10 @@ def evaluate(
 ) -> Compliance:
     """Judge ``results`` (one domain's probe, or one message's check-message) against
     ``rulebook``; ``bulk``: the sender sends over ``bulk_threshold`` a day to the provider."""
-    evidence = _Evidence(results)
+    return _evaluate(rulebook, _Evidence(results), bulk)
+
+
+def _evaluate(rulebook: Rulebook, evidence: _Evidence, bulk: bool) -> Compliance:
     judged = tuple(_judge(req, evidence) for req in rulebook.requirements if req.applies(bulk))
     unmet = {r.requirement.level for r in judged if r.outcome is Outcome.UNMET}
     if "required" in unmet:
@@ -206,7 +209,8 @@ def evaluate(
 
 
 class ComplianceMemo:
-    """:func:`evaluate` as JSON, memoised on all it reads: the worst status per check id.
+    """:func:`evaluate` as JSON, memoised on all it reads: the worst status of each check id
+    the rulebook names, and which check groups ran (:class:`_Evidence`).
 
     Auditing many domains, most share a handful of status patterns, so each rulebook is
     judged once per pattern instead of once per domain. The returned dicts are shared:
@@ -216,37 +220,31 @@ class ComplianceMemo:
         self.bulk = bulk
         self._memo: dict[tuple[object, ...], dict[str, Any]] = {}
         self._named: dict[str, tuple[str, ...]] = {}
-        #: the last results summarised: one audit is judged by each rulebook in turn
-        self._last: tuple[Sequence[CheckResult], dict[str, Status], frozenset[str]] | None = None
-
-    def _summary(self, results: Sequence[CheckResult]) -> tuple[dict[str, Status], frozenset[str]]:
-        last = self._last
-        if last is not None and last[0] is results:
-            return last[1], last[2]
-        worst: dict[str, Status] = {}
-        for result in results:
-            seen = worst.get(result.id)
-            if seen is None or result.status.rank > seen.rank:
-                worst[result.id] = result.status
-        scopes = frozenset(_scope(i) for i in worst)
-        self._last = (results, worst, scopes)
-        return worst, scopes
 
     def __call__(self, rulebook: Rulebook, results: Sequence[CheckResult]) -> dict[str, Any]:
-        worst, scopes = self._summary(results)
+        return self.judge_all([rulebook], results)[rulebook.id]
+
+    def judge_all(
+        self, rulebooks: Sequence[Rulebook], results: Sequence[CheckResult]
+    ) -> dict[str, dict[str, Any]]:
+        """Each rulebook's verdict on one audit's ``results``, by rulebook id."""
+        evidence = _Evidence(results)
+        scopes = frozenset(evidence.scopes)
+        out: dict[str, dict[str, Any]] = {}
+        for rulebook in rulebooks:
+            key = (rulebook.id, tuple(map(evidence.status.get, self._ids(rulebook))), scopes)
+            hit = self._memo.get(key)
+            if hit is None:
+                hit = self._memo[key] = _evaluate(rulebook, evidence, self.bulk).to_dict()
+            out[rulebook.id] = hit
+        return out
+
+    def _ids(self, rulebook: Rulebook) -> tuple[str, ...]:
         named = self._named.get(rulebook.id)
         if named is None:
-            named = self._named[rulebook.id] = tuple(
-                dict.fromkeys(
-                    t.id for r in rulebook.requirements for t in (*r.checks, *chain(*r.any_of))
-                )
-            )
-        # _Evidence reads the statuses of the ids named, and which scopes are present
-        key = (rulebook.id, tuple(worst.get(i) for i in named), scopes)
-        hit = self._memo.get(key)
-        if hit is None:
-            hit = self._memo[key] = evaluate(rulebook, results, bulk=self.bulk).to_dict()
-        return hit
+            terms = (t for r in rulebook.requirements for t in (*r.checks, *chain(*r.any_of)))
+            named = self._named[rulebook.id] = tuple(dict.fromkeys(t.id for t in terms))
+        return named
 
 
 _OUTCOMES = {_MET: Outcome.MET, _UNMET: Outcome.UNMET, _ERROR: Outcome.ERROR}

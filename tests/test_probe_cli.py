@@ -484,3 +484,20 @@ def test_worker_processes_give_the_same_reports_in_the_same_order(
         assert len(store.probes.history(f"spf-none.{Z}")) == 2
     finally:
         store.close()
+
+
+def test_selectors_can_come_from_a_sample_message(dns: DnsServerProcess, tmp_path: Path) -> None:
+    sample = (
+        f"DKIM-Signature: v=1; a=rsa-sha256; d=good.{Z};\r\n s=s1; h=from; bh=x; b=y\r\n"
+        f"DKIM-Signature: v=1; a=rsa-sha256; d=other.example; s=elsewhere; bh=x; b=y\r\n"
+        f"From: a@good.{Z}\r\n\r\nbody\r\n"
+    )
+    (tmp_path / "sample.eml").write_text(sample)
+    result = sokures(tmp_path, "probe", f"good.{Z}", "-n", dns.nameserver, "--sample",
+                     "sample.eml", "--json", "--no-store", "--skip", "dnsbl")
+    report = json.loads(result.out)
+    present = _checks(report, "dkim.key_present")
+    assert [(c["status"], c["evidence"].get("selector")) for c in present] == [("pass", "s1")]
+    (tmp_path / "none.eml").write_text("From: a@b.example\r\n\r\nbody\r\n")
+    refused = sokures(tmp_path, "probe", f"good.{Z}", "--sample", "none.eml", "--no-store")
+    assert refused.code == 2 and "no DKIM-Signature" in refused.error_line

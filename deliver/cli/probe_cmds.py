@@ -145,15 +145,19 @@ def _selectors(
 
 def _sample_selectors(sample: Path, domain: str | None) -> list[str]:
     """Selectors of the DKIM signatures in a sample message (for ``domain`` when given)."""
-    from email import message_from_bytes, policy
+    from probes.dkim import parse_tag_list
+    from probes.message import read_headers
 
     try:
-        message = message_from_bytes(sample.read_bytes(), policy=policy.compat32)
+        headers = read_headers(sample.read_bytes())
     except OSError as exc:
         raise InputError(f"{sample}: cannot read: {exc.strerror}") from None
     found = []
-    for header in message.get_all("DKIM-Signature") or []:
-        tags = dict(part.strip().split("=", 1) for part in str(header).split(";") if "=" in part)
+    for value in headers.all("DKIM-Signature"):
+        try:
+            tags = parse_tag_list(value)  # RFC 6376 §3.2; values keep no folding whitespace
+        except ValueError:
+            continue  # a broken signature names no usable selector
         d = "".join(tags.get("d", "").split()).lower().rstrip(".")
         s = "".join(tags.get("s", "").split())
         if s and (domain is None or d == domain):
@@ -217,7 +221,8 @@ def probe_setup(
         dnsbl_domain_zones=settings.probes.dnsbl_domain_zones,
         skip=frozenset(skip),
     )
-    books = [load_rulebook(r) for r in (rulebook or settings.probes.rulebooks)]
+    # the rulebooks to judge each domain by (none: the checks only)
+    books = [load_rulebook(r) for r in rulebook]
     nameservers = tuple(nameserver) or settings.dns.nameservers
     return ProbeSetup(settings, nameservers, options, books, bulk)
 
@@ -289,7 +294,7 @@ def probe(
         selector=selector or (),
         ip=ip or (),
         nameserver=nameserver or (),
-        rulebook=rulebook or (),
+        rulebook=rulebook or settings.probes.rulebooks,
         skip=skip or (),
         sample=sample,
         bulk=bulk,
@@ -381,11 +386,9 @@ def check_message(
     if not raw.strip():
         raise InputError(f"{file}: empty file")
     books = [load_rulebook(r) for r in (rulebook or settings.probes.rulebooks)]
-    setup = ProbeSetup(
-        settings, tuple(nameserver or ()) or settings.dns.nameservers, None, books, bool(bulk)
-    )
+    resolver = make_resolver(settings, tuple(nameserver or ()) or settings.dns.nameservers)
     result = asyncio.run(
-        verify(make_resolver(setup), raw, ip=ip, helo=helo, mail_from=mail_from, bulk=bulk)
+        verify(resolver, raw, ip=ip, helo=helo, mail_from=mail_from, bulk=bulk)
     )
     is_bulk = result.bulk if bulk is None else bulk
     compliance = {b.id: dict(evaluate(b, result.checks, bulk=is_bulk).to_dict()) for b in books}
@@ -490,7 +493,7 @@ def rules_diff(
             selector=selector or (),
             ip=ip or (),
             nameserver=nameserver or (),
-            rulebook=[old, new],
+            rulebook=(),  # judged below, against both versions
             skip=(),
             sample=None,
             bulk=bulk,

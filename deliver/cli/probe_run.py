@@ -44,10 +44,10 @@ class ProbeSetup:
         """What the stored run says about its options (never a secret)."""
         return {
             "nameservers": list(self.nameservers),
-            "selectors": list(self.options.selectors) if self.options else [],
-            "ips": list(self.options.ips) if self.options else [],
+            "selectors": list(self.options.selectors),
+            "ips": list(self.options.ips),
             "rulebooks": [r.id for r in self.rulebooks],
-            "skip": sorted(self.options.skip) if self.options else [],
+            "skip": sorted(self.options.skip),
             "bulk": self.bulk,
         }
 
@@ -72,14 +72,16 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         return runner.run(coro)
 
 
-def make_resolver(setup: ProbeSetup) -> Any:
+def make_resolver(settings: Settings, nameservers: Sequence[str]) -> Any:
+    """The one resolver of a probe run: ``nameservers`` (or the system's), the probes'
+    timeout, and no queue in front of the socket (each domain in flight asks a dozen names
+    at once)."""
     from deliver.dns import Resolver
 
     return Resolver(
-        setup.nameservers,
-        timeout=setup.settings.probes.dns_timeout,
-        # every domain in flight asks a dozen names at once: no queue in front of the socket
-        concurrency=max(setup.settings.dns.concurrency, 16 * setup.settings.probes.concurrency),
+        nameservers,
+        timeout=settings.probes.dns_timeout,
+        concurrency=max(settings.dns.concurrency, 16 * settings.probes.concurrency),
     )
 
 
@@ -93,7 +95,7 @@ async def stream_domains(
     from probes.checks import ProbeContext
     from probes.rulebook import ComplianceMemo
 
-    compliance = ComplianceMemo(bulk=setup.bulk)
+    compliance = ComplianceMemo(bulk=setup.bulk).judge_all
 
     async with AsyncExitStack() as stack:
         http = None
@@ -103,7 +105,7 @@ async def stream_domains(
             http = await stack.enter_async_context(
                 httpx.AsyncClient(timeout=10.0, follow_redirects=False)
             )
-        ctx = ProbeContext(make_resolver(setup), setup.options, http)
+        ctx = ProbeContext(make_resolver(setup.settings, setup.nameservers), setup.options, http)
         async for report in audit_domains(
             ctx,
             domains,
@@ -125,34 +127,22 @@ class ReportSink:
         self.batch: list[Any] = []
 
     def add(self, report: Any) -> None:
-        if self.store is None:
-            return
-        from deliver.store import StoredReport
-
-        self.batch.append(
-            StoredReport(
-                report.domain,
-                report.checked_at,
-                report.status.value,
-                {k: dict(v) for k, v in report.compliance.items()},
-                [c.to_dict() for c in report.checks],
-            )
-        )
-        if len(self.batch) >= self.BATCH:
-            self.flush()
+        """A report audited in this process."""
+        if self.store is not None:
+            self._append(report.domain, report.checked_at, report.status.value,
+                         report.compliance, [c.to_dict() for c in report.checks])  # fmt: skip
 
     def add_json(self, line: bytes) -> None:
-        """A report as a worker wrote it (one JSON line)."""
-        if self.store is None:
-            return
+        """A report as a worker wrote it (one JSON line; stored when read)."""
+        if self.store is not None:
+            data = _loads(line)
+            self._append(data["domain"], time.time(), data["status"], data["compliance"],
+                         data["checks"])  # fmt: skip
+
+    def _append(self, subject: str, at: float, status: str, compliance: Any, checks: Any) -> None:
         from deliver.store import StoredReport
 
-        data = _loads(line)
-        self.batch.append(
-            StoredReport(
-                data["domain"], time.time(), data["status"], data["compliance"], data["checks"]
-            )
-        )
+        self.batch.append(StoredReport(subject, at, status, compliance, checks))
         if len(self.batch) >= self.BATCH:
             self.flush()
 
@@ -380,10 +370,7 @@ def _report_from_json(line: str) -> Any:
     from probes.checks import CheckResult
 
     data = json.loads(line)
-    checks = tuple(
-        CheckResult(c["id"], c["status"], c["message"], c.get("evidence") or {}, c.get("fix"))
-        for c in data["checks"]
-    )
+    checks = tuple(CheckResult.from_dict(c) for c in data["checks"])
     return DomainReport(data["domain"], checks, data.get("compliance") or {})
 
 
