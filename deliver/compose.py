@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import Header as EmailHeader
+from html import escape
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
@@ -213,8 +214,18 @@ class MessageComposer:
             "campaign": ContactView({"id": self.campaign.id, "name": self.campaign.name}),
         }
 
-    def compose(self, msg: ClaimedMessage, now: float) -> ComposedMessage:
-        """Build the message; ``InputError`` if rendering fails for this recipient."""
+    def compose(
+        self,
+        msg: ClaimedMessage,
+        now: float,
+        *,
+        extra_headers: Sequence[tuple[str, str]] = (),
+        footer: str | None = None,
+    ) -> ComposedMessage:
+        """Build the message; ``InputError`` if rendering fails for this recipient.
+
+        ``extra_headers`` and ``footer`` (a line added at the end of the text and the HTML)
+        mark a copy, as seed-placement tests do with their token."""
         ctx = self.render_context(msg)
         try:
             subject = self._fixed_subject or self._subject.render(ctx)
@@ -226,6 +237,12 @@ class MessageComposer:
             raise InputError(
                 f"template failed for {msg.rcpt}: {type(exc).__name__}: {exc}"
             ) from None
+        if footer is not None:
+            text = f"{text.rstrip()}\n\n{footer}\n"
+            if html is not None:
+                tail = f'<p style="font-size:11px;color:#888">{escape(footer)}</p>'
+                at = html.lower().rfind("</body>")
+                html = html[:at] + tail + html[at:] if at >= 0 else html + tail
         check_header_value("rendered subject", subject)
         check_header_value("contact name", msg.name or "")  # it goes into To
         if not msg.rcpt.isascii():  # a UTF-8 local part needs SMTPUTF8 (RFC 6531)
@@ -242,6 +259,8 @@ class MessageComposer:
             self._unsub_post,
             self._feedback,
         ]
+        for name, value in extra_headers:
+            headers.append(_header(check_header_value("header name", name).encode(), value))
         if html is None:
             encoding, body = _encode_part(text, None)
             headers.append((b"Content-Type", b" text/plain; charset=utf-8\r\n"))

@@ -11,12 +11,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from deliver.dkim import dns_record, generate_key, write_private_key
+from deliver.dkim import dns_record, generate_key, load_private_key, write_private_key
 from deliver.dns import normalize_domain
 from deliver.errors import ConfigError, InputError
+from deliver.settings import Settings
 from deliver.tokens import generate_token_key
 
-__all__ = ["DnsRecord", "InitResult", "dkim_selector_defaults", "init_domain", "txt_chunks"]
+__all__ = [
+    "DnsRecord",
+    "InitResult",
+    "dkim_selector_defaults",
+    "init_domain",
+    "records_for",
+    "txt_chunks",
+]
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
@@ -102,19 +110,30 @@ def init_domain(
         key = generate_key(algorithm)
         write_private_key(key, path)
         files.append((selector, algorithm, path))
-        dkim_records.append(
-            DnsRecord(
-                f"{selector}._domainkey.{domain}",
-                "TXT",
-                dns_record(key),
-                f"DKIM public key ({algorithm.split('-')[0]})",
-            )
-        )
+        dkim_records.append(_dkim(domain, selector, algorithm, dns_record(key)))
     token_key = keys_dir / "token.key"
     generate_token_key(token_key)
     config_path.write_text(_config_text(domain, files, base, database_url, ips), encoding="utf-8")
     records = (_spf(domain, ips), *dkim_records, _dmarc(domain))
     return InitResult(config_path, domain, tuple(files), records)
+
+
+def records_for(settings: Settings) -> tuple[DnsRecord, ...]:
+    """The records ``init`` asked to publish, rebuilt from ``sokures.toml`` and the keys it
+    names (the lab publishes them in its DNS for the configured sender domain)."""
+    domain = settings.require_domain()
+    dkim_records = tuple(
+        _dkim(
+            domain, k.selector, k.algorithm, dns_record(load_private_key(k.key_file, k.algorithm))
+        )
+        for k in settings.dkim_keys
+    )
+    return (_spf(domain, settings.probes.sending_ips), *dkim_records, _dmarc(domain))
+
+
+def _dkim(domain: str, selector: str, algorithm: str, value: str) -> DnsRecord:
+    kind = algorithm.split("-")[0]
+    return DnsRecord(f"{selector}._domainkey.{domain}", "TXT", value, f"DKIM public key ({kind})")
 
 
 def _spf(domain: str, ips: tuple[str, ...]) -> DnsRecord:

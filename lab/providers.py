@@ -1,28 +1,29 @@
-"""Stand-ins for the big mailbox providers, on loopback: aiosmtpd receivers that answer
-like Gmail, Yahoo and Outlook do.
+"""The lab's mailbox providers: who they stand in for, where they listen, which rulebook
+drives them.
 
-Each provider has its own loopback address, MX host name and reply texts. Mailboxes
-follow the lab's convention on the local part: ``nouser-*`` does not exist (550
-5.1.1), ``full-*`` is over quota (452 4.2.2), anything else accepts mail. A provider
-with a lab rate answers its throttling reply (Gmail's 421 4.7.28) to whoever sends
-faster than that, so the engine's shaping rules are exercised for real.
+Each provider has its own loopback address, MX host name, the replies for unknown users
+and full mailboxes (which the rulebooks do not cover), the folder layout of its mailboxes
+and the rulebook (``probes/rulebooks``) whose requirements, rate limit and DMARC policy
+replies its receiver enforces (:mod:`lab.receiver`). Rehearsing a stricter rule is
+choosing another rulebook version (:func:`with_rulebooks`), not editing code.
+
+Mailboxes follow the lab's conventions on the local part: ``nouser*`` does not exist (550
+5.1.1), ``full*`` is over quota (452 4.2.2), ``gone*`` is accepted and bounced later with
+a DSN, ``junk*`` files this sender as spam, ``blackhole*`` drops it silently; anything
+else is an ordinary mailbox.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
-import time
-from dataclasses import dataclass, field
-from typing import Any
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from deliver.errors import ConfigError
+from deliver.units import Rate
+from lab.content import DEFAULT_THRESHOLD
 
-from deliver.shaping import gcra
-from deliver.units import Rate, parse_rate
-
-__all__ = ["PROVIDERS", "LabProvider", "LabReceiver", "ProviderCounters"]
+__all__ = ["PROVIDERS", "LabProvider", "parse_rulebook_choice", "provider_for", "with_rulebooks"]
 
 
 @dataclass(frozen=True)
@@ -33,9 +34,18 @@ class LabProvider:
     address: str
     unknown_user: str
     mailbox_full: str
+    #: the throttling reply when the rulebook has no ``[limits.reply]``
     throttle: str
-    #: faster than this, the provider answers ``throttle`` (None: never)
+    #: faster than this, the provider answers its throttling reply; None: the rulebook's
+    #: ``[limits] messages_per_second`` (and without a rulebook: never)
     lab_rate: Rate | None = None
+    #: the rulebook id (``gmail@2025-11``) the receiver enforces; None: authentication is
+    #: recorded but nothing is refused for it
+    rulebook: str | None = None
+    #: content scores at or over this are filed as spam
+    spam_threshold: float = DEFAULT_THRESHOLD
+    #: bulk mail goes to a Promotions tab (Gmail's inbox categories)
+    tabs: bool = False
 
 
 PROVIDERS: tuple[LabProvider, ...] = (
@@ -51,7 +61,8 @@ PROVIDERS: tuple[LabProvider, ...] = (
         "421-4.7.28 Our system has detected an unusual rate of unsolicited mail originating\r\n"
         "421-4.7.28 from your IP address. To protect our users from spam, mail sent from\r\n"
         "421 4.7.28 your IP address has been temporarily rate limited. - gsmtp",
-        parse_rate("40/s"),
+        rulebook="gmail@2025-11",
+        tabs=True,
     ),
     LabProvider(
         "yahoo",
@@ -62,6 +73,7 @@ PROVIDERS: tuple[LabProvider, ...] = (
         "452 4.2.2 Mailbox full - mta5.am0.yahoodns.net",
         "421 4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred due to unexpected volume"
         " or user complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes",
+        rulebook="yahoo@2024-02",
     ),
     LabProvider(
         "outlook",
@@ -73,6 +85,7 @@ PROVIDERS: tuple[LabProvider, ...] = (
         "421 4.7.0 127.0.0.1 RP-001 (SNT004-MC1F43) Unfortunately, some messages from 127.0.0.1"
         " weren't sent. Please try again. The mail server IP connecting to Outlook.com server"
         " has exceeded the connection limit allowed.",
+        rulebook="outlook@2025-05",
     ),
     LabProvider(
         "others",
@@ -86,87 +99,35 @@ PROVIDERS: tuple[LabProvider, ...] = (
 )
 
 
-@dataclass
-class ProviderCounters:
-    accepted: int = 0
-    unknown: int = 0
-    full: int = 0
-    throttled: int = 0
-    messages: dict[str, bytes] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def as_dict(self) -> dict[str, int]:
-        with self.lock:
-            return {
-                "accepted": self.accepted,
-                "unknown": self.unknown,
-                "full": self.full,
-                "throttled": self.throttled,
-            }
+def provider_for(name: str, providers: tuple[LabProvider, ...] = PROVIDERS) -> LabProvider:
+    for p in providers:
+        if p.name == name:
+            return p
+    raise ConfigError(
+        f"no lab provider {name!r} (the lab has {', '.join(p.name for p in providers)})"
+    )
 
 
-class _Handler:
-    def __init__(self, provider: LabProvider, counters: ProviderCounters, keep: bool) -> None:
-        self.provider = provider
-        self.counters = counters
-        self.keep = keep
-        self._tat = 0.0
-
-    async def handle_RCPT(
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: Envelope,
-        address: str,
-        rcpt_options: list[str],
-    ) -> str:
-        local = address.split("@")[0].lower()
-        if local.startswith("nouser"):
-            with self.counters.lock:
-                self.counters.unknown += 1
-            return self.provider.unknown_user.replace("{rcpt}", address)
-        if local.startswith("full"):
-            with self.counters.lock:
-                self.counters.full += 1
-            return self.provider.mailbox_full.replace("{rcpt}", address)
-        envelope.rcpt_tos.append(address)
-        return "250 2.1.5 OK"
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        rate = self.provider.lab_rate
-        if rate is not None:
-            wait, tat = gcra(
-                self._tat, time.monotonic(), rate.interval, max(int(rate.per_second), 1)
-            )
-            if wait > 0:
-                with self.counters.lock:
-                    self.counters.throttled += 1
-                asyncio.get_running_loop().call_later(0.05, _close, server)
-                return self.provider.throttle
-            self._tat = tat
-        with self.counters.lock:
-            self.counters.accepted += 1
-            if self.keep:
-                self.counters.messages[envelope.rcpt_tos[0]] = envelope.original_content or b""
-        return "250 2.0.0 OK accepted"
+def with_rulebooks(
+    choices: Mapping[str, str | None], providers: tuple[LabProvider, ...] = PROVIDERS
+) -> tuple[LabProvider, ...]:
+    """The providers with other rulebook versions: ``{"gmail": "gmail@2024-02"}``. A bare
+    rulebook id is accepted as a choice for the provider it names."""
+    names = {p.name for p in providers}
+    for name in choices:
+        if name not in names:
+            provider_for(name, providers)
+    return tuple(
+        dataclasses.replace(p, rulebook=choices[p.name]) if p.name in choices else p
+        for p in providers
+    )
 
 
-def _close(server: SMTP) -> None:
-    if server.transport is not None:
-        server.transport.close()
-
-
-class LabReceiver:
-    """One provider stand-in listening on its loopback address."""
-
-    def __init__(self, provider: LabProvider, port: int, *, keep_messages: bool = False) -> None:
-        self.provider = provider
-        self.counters = ProviderCounters()
-        kwargs: dict[str, Any] = {"hostname": provider.address, "port": port, "ready_timeout": 10}
-        self._controller = Controller(_Handler(provider, self.counters, keep_messages), **kwargs)
-
-    def start(self) -> None:
-        self._controller.start()
-
-    def stop(self) -> None:
-        self._controller.stop()
+def parse_rulebook_choice(text: str) -> tuple[str, str]:
+    """``gmail@2024-02`` (the provider named by the rulebook) or ``gmail=gmail@2024-02``."""
+    provider, sep, rulebook = text.partition("=")
+    if not sep:
+        rulebook, provider = text, text.partition("@")[0]
+    if "@" not in rulebook:
+        raise ConfigError(f"{text!r}: expected a rulebook id like gmail@2024-02")
+    return provider.strip(), rulebook.strip()

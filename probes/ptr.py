@@ -22,7 +22,7 @@ from typing import Any
 from deliver.dns import DnsAnswer, DnsStatus, Resolver
 from probes.checks import CheckResult, ProbeContext, error, fail, passed, warn
 
-__all__ = ["ReverseDns", "audit", "fcrdns", "is_ip", "looks_generic", "reverse_name"]
+__all__ = ["ReverseDns", "audit", "fcrdns", "is_ip", "judge", "looks_generic", "reverse_name"]
 
 #: PTR names checked forward per address (a long PTR RRset is itself a misconfiguration)
 MAX_PTR_NAMES = 10
@@ -171,7 +171,12 @@ async def audit(ctx: ProbeContext, domain: str) -> list[CheckResult]:
     ips = tuple(dict.fromkeys(ctx.options.ips))
     if not ips:
         return []
-    found = await asyncio.gather(*(fcrdns(ctx.resolver, ip) for ip in ips))
+    return judge(await asyncio.gather(*(fcrdns(ctx.resolver, ip) for ip in ips)))
+
+
+def judge(found: Sequence[ReverseDns]) -> list[CheckResult]:
+    """``ptr.present`` and ``ptr.fcrdns`` for what :func:`fcrdns` found (the lab's
+    receivers judge the connecting IP with it)."""
     return [_present(found), _forward(found)]
 
 

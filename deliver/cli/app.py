@@ -395,7 +395,9 @@ def demo(
     raise typer.Exit(code)
 
 
-# the probe commands live in their own module; importing it registers them on `app`
+# the probe and lab commands live in their own modules; importing them registers them
+from deliver.cli import lab_cmds as _lab_cmds  # noqa: E402,F401
+from deliver.cli import placement_cmds as _placement_cmds  # noqa: E402,F401
 from deliver.cli import probe_cmds as _probe_cmds  # noqa: E402,F401
 
 

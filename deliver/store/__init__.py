@@ -1,7 +1,8 @@
 """The store: every query sokures runs lives in this package.
 
 ``Store.open(url)`` returns the engine with the schema migrated and one object per
-concern (``contacts``, ``campaigns``, ``queue``, ``shaping``, ``domains``, ``probes``).
+concern (``contacts``, ``campaigns``, ``queue``, ``shaping``, ``domains``, ``probes``,
+``placement``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from deliver.store.contacts import ContactRow, ContactStore, MergeCounts
 from deliver.store.database import open_engine, redact_url
 from deliver.store.domains import DomainStore
 from deliver.store.models import MessageState
+from deliver.store.placement import PlacementStore
 from deliver.store.probes import ProbeStore, StoredReport
 from deliver.store.queue import ClaimedMessage, Outcome, QueueStore
 from deliver.store.shaping_state import ActiveRule, ShapingStateStore
@@ -27,6 +29,7 @@ __all__ = [
     "MergeCounts",
     "MessageState",
     "Outcome",
+    "PlacementStore",
     "ProbeStore",
     "Store",
     "StoredReport",
@@ -43,6 +46,7 @@ class Store:
     shaping: ShapingStateStore
     domains: DomainStore
     probes: ProbeStore
+    placement: PlacementStore
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -55,6 +59,7 @@ class Store:
             ShapingStateStore(engine),
             DomainStore(engine),
             ProbeStore(engine),
+            PlacementStore(engine),
         )
 
     def close(self) -> None:

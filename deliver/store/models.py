@@ -40,6 +40,8 @@ __all__ = [
     "ListMember",
     "Message",
     "MessageState",
+    "PlacementResult",
+    "PlacementRun",
     "ProbeCheck",
     "ProbeReport",
     "ProbeRun",
@@ -344,3 +346,55 @@ class ProbeCheck(Base):
     message: Mapped[str] = mapped_column(Text)
     evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     fix: Mapped[str | None] = mapped_column(Text)
+
+
+class PlacementRun(Base):
+    """One seed placement test of a campaign (``sokures placement run``)."""
+
+    __tablename__ = "placement_runs"
+    __table_args__ = (Index(None, "campaign_name", "started_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    #: NULL once the campaign is deleted; the history keeps its name
+    campaign_id: Mapped[int | None] = mapped_column(
+        Id, ForeignKey("campaigns.id", ondelete="SET NULL"), index=True
+    )
+    campaign_name: Mapped[str] = mapped_column(String(128))
+    #: the seed list's name (or file)
+    seedlist: Mapped[str] = mapped_column(String(1024))
+    started_at: Mapped[float] = mapped_column(Double)
+    finished_at: Mapped[float | None] = mapped_column(Double)
+    deadline_seconds: Mapped[float] = mapped_column(Double)
+    #: running, done, error
+    status: Mapped[str] = mapped_column(String(8))
+    #: {provider: {"seeds", "inbox", "promotions", "spam", "missing", "error"}}
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class PlacementResult(Base):
+    """Where one seed's copy landed in a placement run."""
+
+    __tablename__ = "placement_results"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    run_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("placement_runs.id", ondelete="CASCADE"), index=True
+    )
+    address: Mapped[str] = mapped_column(String(320), index=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    #: the unique token put in the copy's header and body
+    token: Mapped[str] = mapped_column(String(64))
+    #: inbox, promotions, spam, missing, error
+    placement: Mapped[str] = mapped_column(String(12))
+    #: the mailbox it was found in, and the provider's category (Gmail's tabs)
+    folder: Mapped[str | None] = mapped_column(String(255))
+    category: Mapped[str | None] = mapped_column(String(32))
+    sent_at: Mapped[float] = mapped_column(Double)
+    found_at: Mapped[float | None] = mapped_column(Double)
+    #: seconds from sending to arrival
+    seconds: Mapped[float | None] = mapped_column(Double)
+    #: the receiver's answer when it refused the copy
+    smtp_reply: Mapped[str | None] = mapped_column(Text)
+    #: the receiver's Authentication-Results header (RFC 8601)
+    auth_results: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[str | None] = mapped_column(Text)

@@ -4,31 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 
 import pytest
+
+from lab.ports import free_port
 
 __all__ = ["free_port", "in_ci", "require_program"]
 
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
-    """A port the kernel just gave out on ``host``, free for TCP and UDP alike."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    while True:
-        with socket.socket(family, kind) as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
-        try:
-            with socket.socket(family, other) as s:
-                s.bind((host, port))
-        except OSError:
-            continue
-        return int(port)
 
 
 def require_program(path_or_name: str, package: str) -> str:
