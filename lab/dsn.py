@@ -14,11 +14,8 @@ import heapq
 import itertools
 import threading
 import time
+import uuid
 from collections.abc import Callable
-from email.mime.base import MIMEBase
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
-from email.policy import SMTP
 
 __all__ = ["LaterBounces", "build_dsn", "original_headers"]
 
@@ -45,35 +42,30 @@ def build_dsn(
     """A ``multipart/report; report-type=delivery-status`` message (RFC 3464, RFC 6522):
     a human-readable part, the ``message/delivery-status`` part and the original header
     section; sent from the null reverse path, so the envelope sender is ``<>``."""
-    report = MIMEMultipart("report", report_type="delivery-status")
-    report["From"] = f"Mail Delivery Subsystem <MAILER-DAEMON@{reporting_mta}>"
-    report["To"] = return_path
-    report["Subject"] = "Delivery Status Notification (Failure)"
-    report["Date"] = email.utils.formatdate(localtime=False)
-    report["Message-ID"] = email.utils.make_msgid("dsn", reporting_mta)
-    report["Auto-Submitted"] = "auto-replied"  # RFC 3834 §5
-    report.attach(MIMEText(
-        f"Your message to {rcpt} could not be delivered after it was accepted.\n\n"
-        f"The recipient's server said: {diagnostic}\n", "plain", "utf-8"))  # fmt: skip
-    per_message = (
-        f"Reporting-MTA: dns; {reporting_mta}\r\n"
-        f"Arrival-Date: {email.utils.formatdate(arrival, localtime=False)}\r\n"
-    )
-    per_recipient = (
-        f"Final-Recipient: rfc822; {rcpt}\r\n"
-        f"Action: failed\r\n"
-        f"Status: {status}\r\n"
-        f"Remote-MTA: dns; {reporting_mta}\r\n"
-        f"Diagnostic-Code: smtp; {diagnostic}\r\n"
-        f"Last-Attempt-Date: {email.utils.formatdate(localtime=False)}\r\n"
-    )
-    status_part = MIMEBase("message", "delivery-status")
-    status_part.set_payload(per_message + "\r\n" + per_recipient)
-    report.attach(status_part)
-    headers_part = MIMEBase("text", "rfc822-headers")
-    headers_part.set_payload(original_headers(original).decode("utf-8", "replace"))
-    report.attach(headers_part)
-    return report.as_bytes(policy=SMTP)
+    boundary = f"=_dsn_{uuid.uuid4().hex}"
+    now = email.utils.formatdate(localtime=False)
+    human = (f"Your message to {rcpt} could not be delivered after it was accepted.\r\n\r\n"
+             f"The recipient's server said: {diagnostic}\r\n")  # fmt: skip
+    arrived = email.utils.formatdate(arrival, localtime=False)
+    per_message = f"Reporting-MTA: dns; {reporting_mta}\r\nArrival-Date: {arrived}\r\n"
+    per_recipient = (f"Final-Recipient: rfc822; {rcpt}\r\nAction: failed\r\nStatus: {status}\r\n"
+                     f"Remote-MTA: dns; {reporting_mta}\r\nDiagnostic-Code: smtp; {diagnostic}\r\n"
+                     f"Last-Attempt-Date: {now}\r\n")  # fmt: skip
+    headers = original_headers(original).decode("utf-8", "replace").rstrip("\r\n") + "\r\n"
+    parts = [
+        f"From: Mail Delivery Subsystem <MAILER-DAEMON@{reporting_mta}>\r\n"
+        f"To: {return_path}\r\nSubject: Delivery Status Notification (Failure)\r\n"
+        f"Date: {now}\r\nMessage-ID: {email.utils.make_msgid('dsn', reporting_mta)}\r\n"
+        "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"  # RFC 3834 §5
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"'
+        "\r\n\r\n",
+        f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{human}\r\n",
+        f"--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
+        f"{per_message}\r\n{per_recipient}\r\n",
+        f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n{headers}\r\n",
+        f"--{boundary}--\r\n",
+    ]
+    return "".join(parts).encode("utf-8")
 
 
 class LaterBounces:

@@ -26,7 +26,15 @@ from pathlib import Path
 
 from probes.mailboxes import CATEGORIES, CATEGORY_KEYWORDS, encode_mutf7
 
-__all__ = ["LAYOUTS", "PLACEMENTS", "SEPARATOR", "MailLayout", "MaildirStore", "folder_dir_name"]
+__all__ = [
+    "LAYOUTS",
+    "PLACEMENTS",
+    "SEPARATOR",
+    "MailLayout",
+    "MaildirStore",
+    "folder_dir_name",
+    "home_of",
+]
 
 SEPARATOR = "/"
 PLACEMENTS = ("inbox", "promotions", "spam")
@@ -69,6 +77,12 @@ def _split(address: str) -> tuple[str, str]:
     return local, domain
 
 
+def home_of(root: Path, address: str) -> Path:
+    """The home of ``address`` under a mail root: ``<root>/<domain>/<local>``, lower-cased."""
+    local, domain = _split(address)
+    return Path(root) / domain / local
+
+
 def _hostname() -> str:
     # Maildir names escape "/" and ":" in the host part (they separate name and info)
     return socket.gethostname().replace("/", r"\057").replace(":", r"\072") or "localhost"
@@ -92,8 +106,7 @@ class MaildirStore:
         return f"MaildirStore({str(self.root)!r})"
 
     def home(self, address: str) -> Path:
-        local, domain = _split(address)
-        return self.root / domain / local
+        return home_of(self.root, address)
 
     def maildir(self, address: str) -> Path:
         return self.home(address) / "Maildir"
@@ -185,10 +198,9 @@ class MaildirStore:
 
 
 def _layout(provider: str) -> MailLayout:
-    try:
-        return LAYOUTS[provider]
-    except KeyError:
-        raise ValueError(f"unknown mail layout {provider!r} (one of {', '.join(LAYOUTS)})") from None
+    if provider not in LAYOUTS:
+        raise ValueError(f"unknown mail layout {provider!r} (one of {', '.join(LAYOUTS)})")
+    return LAYOUTS[provider]
 
 
 def _mkdir(path: Path) -> None:

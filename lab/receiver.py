@@ -160,7 +160,6 @@ class _Handler:
             self.r.counters.add("rejected" if decision.action == "reject" else "tempfailed")
             self.r.log(envelope, raw, decision, None, None)
             return decision.reply or "550 5.7.1 refused"
-        assert report is not None
         self.r.accept(envelope, raw, ip, session.host_name or "", decision, report)
         return "250 2.0.0 OK accepted"
 

@@ -243,7 +243,8 @@ def _validate_create(form: Mapping[str, list[str]]) -> _Request:
     def one(name: str) -> str:
         return (form.get(name) or [""])[0].strip()
 
-    to, sender, service, body = one("To"), one("From"), one("MessagingServiceSid"), one("Body")
+    to, sender, service = one("To"), one("From"), one("MessagingServiceSid")
+    body = (form.get("Body") or [""])[0]  # sent as given, spaces and newlines included
     media = [url for url in form.get("MediaUrl", []) if url.strip()]
     callback = one("StatusCallback")
     if not to:
@@ -258,7 +259,7 @@ def _validate_create(form: Mapping[str, list[str]]) -> _Request:
                           "or alphanumeric sender ID.")  # fmt: skip
     if service and not _SERVICE_SID.fullmatch(service):
         raise _bad(21701, f"The Messaging Service Sid {service} is invalid.")
-    if not body and not media:
+    if not body.strip() and not media:
         raise _bad(21602, "Message body is required.")
     if len(body) > MAX_BODY_CHARS:
         raise _bad(21617, "The concatenated message body exceeds the 1600 character limit.")
@@ -365,6 +366,7 @@ class SmsGateway:
         self._server: _HttpServer | None = None
         self._threads: list[threading.Thread] = []
         self._queues: list[queue.Queue[_Callback | None]] = []
+        self._http: httpx.Client | None = None  # made at the first callback (TLS setup is slow)
 
     def __repr__(self) -> str:
         where = self.base_url if self._server else f"{self.host}:{self._requested_port}"
@@ -385,8 +387,9 @@ class SmsGateway:
         self._server = _HttpServer((self.host, self._requested_port), self)
         self._stopping = False
         self._queues = [queue.Queue() for _ in range(CALLBACK_WORKERS)]
+        serve = functools.partial(self._server.serve_forever, poll_interval=0.05)
         targets: list[tuple[str, Callable[[], None]]] = [
-            ("sms-http", functools.partial(self._server.serve_forever, 0.05)), ("sms-progress", self._progress_loop),
+            ("sms-http", serve), ("sms-progress", self._progress_loop),
         ]  # fmt: skip
         for number, work in enumerate(self._queues):
             targets.append((f"sms-callback-{number}", functools.partial(self._callback_loop, work)))
@@ -409,7 +412,9 @@ class SmsGateway:
             work.put(None)
         for thread in self._threads:
             thread.join(timeout=CALLBACK_TIMEOUT + 1)
-        self._server = None
+        if self._http is not None:
+            self._http.close()
+        self._server, self._http = None, None
 
     def __enter__(self) -> SmsGateway:
         return self.start()
@@ -565,17 +570,21 @@ class SmsGateway:
         worker.put(_Callback(url, params, signature))
 
     def _callback_loop(self, work: queue.Queue[_Callback | None]) -> None:
-        # trust_env=False: no proxy from the environment may take a callback off the machine.
-        with httpx.Client(timeout=CALLBACK_TIMEOUT, trust_env=False) as client:
-            while (callback := work.get()) is not None:
-                ok = self._post_callback(client, callback)
-                with self._lock:
-                    self._pending_callbacks -= 1
-                    if ok:
-                        self.callbacks_sent += 1
-                    else:
-                        self.callbacks_failed += 1
-                    self._lock.notify_all()
+        while (callback := work.get()) is not None:
+            with self._lock:
+                if self._http is None:
+                    # trust_env=False: no proxy from the environment may take a callback off
+                    # the machine; redirects are not followed, for the same reason.
+                    self._http = httpx.Client(timeout=CALLBACK_TIMEOUT, trust_env=False)
+                client = self._http
+            ok = self._post_callback(client, callback)
+            with self._lock:
+                self._pending_callbacks -= 1
+                if ok:
+                    self.callbacks_sent += 1
+                else:
+                    self.callbacks_failed += 1
+                self._lock.notify_all()
 
     def _post_callback(self, client: httpx.Client, callback: _Callback) -> bool:
         headers = {"X-Twilio-Signature": callback.signature, "User-Agent": "TwilioProxy/1.1"}
@@ -668,6 +677,7 @@ def _page(items: list[dict[str, Any]], query: Mapping[str, list[str]], path: str
 class _Handler(BaseHTTPRequestHandler):
     server: _HttpServer
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms stall
     server_version = "lab-sms-gateway"
     sys_version = ""
 

@@ -91,10 +91,16 @@ def decide(
     domain = report.from_domain or ""
     candidates: list[tuple[Reply, str, str]] = []
     if rulebook is not None:
-        compliance = evaluate(rulebook, [*report.checks, *ptr_checks], bulk=report.bulk)
-        for result in compliance.results:
-            if result.outcome.value == "unmet" and result.requirement.reply is not None:
-                candidates.append((result.requirement.reply, result.id, result.reason))
+        # judged apart: in one evidence set, the PTR results (a domain check group) would
+        # make the DNS checks beside the message's own (spf.*, dkim.* in any_of) unknown
+        # instead of out of scope, and an unauthenticated message would not be unmet
+        seen: set[str] = set()
+        for evidence in (report.checks, ptr_checks):
+            for result in evaluate(rulebook, evidence, bulk=report.bulk).results:
+                unmet = result.outcome.value == "unmet" and result.requirement.reply is not None
+                if unmet and result.id not in seen:
+                    seen.add(result.id)
+                    candidates.append((result.requirement.reply, result.id, result.reason))
         dmarc_reply = {"reject": rulebook.dmarc_reject, "quarantine": rulebook.dmarc_quarantine}
         policy = dmarc_reply.get(report.dmarc.disposition)
         if report.dmarc.result == "fail" and policy is not None:

@@ -181,6 +181,8 @@ def _is_loopback(host: str) -> bool:
 
 
 def _one_line(text: object, secret: str) -> str:
+    if isinstance(text, BaseException) and len(text.args) == 1:
+        text = text.args[0]  # imaplib puts the server's bytes there
     if isinstance(text, bytes | bytearray):
         text = bytes(text).decode("utf-8", "replace")
     line = " ".join(str(text).split())
