@@ -119,9 +119,7 @@ def render_config(
         f"userdb {{\n  driver = passwd-file\n  args = username_format=%Lu {passwd}\n}}\n"
         "service imap-login {\n"
         f"  inet_listener imap {{\n    address = {addresses}\n    port = {port}\n  }}\n"
-        "  inet_listener imaps {\n    port = 0\n  }\n"
-        + ("" if as_root else "  chroot =\n")
-        + "}\n"
+        "  inet_listener imaps {\n    port = 0\n  }\n" + ("" if as_root else "  chroot =\n") + "}\n"
     )
     if as_root:
         config += "service auth {\n  user = root\n}\n"
@@ -173,6 +171,11 @@ class Dovecot:
 
     def __repr__(self) -> str:
         return f"Dovecot({str(self.base_dir)!r}, port={self.port}, users={len(self._users)})"
+
+    @property
+    def pid(self) -> int | None:
+        """The master process id while running (also in ``base_dir/master.pid``)."""
+        return None if self._process is None else self._process.pid
 
     @property
     def users(self) -> list[str]:
@@ -238,6 +241,12 @@ class Dovecot:
         st = self.mail_root.stat()
         if st.st_uid == os.geteuid():
             self.mail_root.chmod(st.st_mode & 0o7777 | 0o050)  # the mail group goes through
+            st = self.mail_root.stat()
+        if self._as_root and (st.st_gid != 0 or st.st_mode & 0o050 != 0o050):
+            raise DovecotError(
+                f"dovecot: {self.mail_root} must be group root and group-searchable "
+                f"(its mail processes run as {ROOT_MAIL_USER} with group root)"
+            )
         self.passwd_dir.mkdir(mode=0o700, exist_ok=True)
         self.passwd_dir.chmod(0o700)
         for address, password in self._users.items():
@@ -266,7 +275,6 @@ class Dovecot:
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
             )
         try:
             self._wait_ready()

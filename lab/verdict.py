@@ -97,10 +97,10 @@ def decide(
         seen: set[str] = set()
         for evidence in (report.checks, ptr_checks):
             for result in evaluate(rulebook, evidence, bulk=report.bulk).results:
-                unmet = result.outcome.value == "unmet" and result.requirement.reply is not None
-                if unmet and result.id not in seen:
+                reply = result.requirement.reply
+                if result.outcome.value == "unmet" and reply and result.id not in seen:
                     seen.add(result.id)
-                    candidates.append((result.requirement.reply, result.id, result.reason))
+                    candidates.append((reply, result.id, result.reason))
         dmarc_reply = {"reject": rulebook.dmarc_reject, "quarantine": rulebook.dmarc_quarantine}
         policy = dmarc_reply.get(report.dmarc.disposition)
         if report.dmarc.result == "fail" and policy is not None:

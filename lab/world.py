@@ -22,7 +22,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -150,6 +152,7 @@ class LabWorld:
         self._config_seen: float | None = None
         self._sync_lock = threading.Lock()
         self._started: list[Any] = []
+        self._dovecot_dir: Path | None = None
 
     # -- the pieces ------------------------------------------------------------------
     @property
@@ -245,7 +248,10 @@ class LabWorld:
             return
         users = {address: LAB_PASSWORD for address in self.mail.users()}
         port = self.options.imap_port or _shared_port(p.address for p in self.providers)
-        self.imap = Dovecot(self.directory / "dovecot", self.mail.root, users,
+        # Dovecot's sockets live in its base_dir and socket paths are limited to 107 bytes:
+        # a short directory under /tmp, whatever the lab's own path
+        self._dovecot_dir = Path(tempfile.mkdtemp(prefix="sokures-lab-dovecot-"))
+        self.imap = Dovecot(self._dovecot_dir, self.mail.root, users,
                             listen=tuple(p.address for p in self.providers), port=port)  # fmt: skip
         self.imap.start()
 
@@ -259,6 +265,8 @@ class LabWorld:
             if piece is not None:
                 with contextlib.suppress(Exception):
                     piece.stop()
+        if self._dovecot_dir is not None:
+            shutil.rmtree(self._dovecot_dir, ignore_errors=True)
         self.dns.stop()
         self.journal.close()
 

@@ -17,7 +17,7 @@ import imaplib
 import ipaddress
 import re
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -161,7 +161,7 @@ def parse_fetch(data: _Data) -> Fetched | None:
     )
 
 
-def gmail_category(uid: int, answers: dict[str, _Data]) -> str | None:
+def gmail_category(uid: int, answers: Mapping[str, _Data]) -> str | None:
     """The tab of ``uid`` from ``UID SEARCH UID n X-GM-RAW "category:<c>"`` answers."""
     return next((c for c in CATEGORIES if uid in parse_search(answers.get(c, ()))), None)
 

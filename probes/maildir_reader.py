@@ -28,6 +28,7 @@ from probes.mailboxes import (
 
 __all__ = ["MaildirReader"]
 
+
 def _maildir_keywords(folder_dir: Path) -> dict[str, str]:
     """Dovecot's keyword letters of a Maildir folder (``dovecot-keywords``: ``0 NAME``)."""
     letters: dict[str, str] = {}
@@ -49,6 +50,8 @@ def _maildir_files(folder_dir: Path) -> Iterator[Path]:
             names = sorted(os.listdir(folder_dir / sub))
         except FileNotFoundError:
             continue
+        except OSError as exc:
+            raise MailboxError(f"{folder_dir / sub}: {exc.strerror}") from None
         for name in names:
             if not name.startswith("."):
                 yield folder_dir / sub / name
@@ -79,10 +82,14 @@ class MaildirReader:
         """The folder names of the tree (INBOX first), decoded."""
         if not (self.path / "cur").is_dir():
             raise MailboxError(f"{self.path}: not a Maildir (no cur/)")
+        try:
+            entries = sorted(os.listdir(self.path))
+        except OSError as exc:
+            raise MailboxError(f"{self.path}: {exc.strerror}") from None
         names = [
-            decode_mutf7(p.name[1:].replace(".", "/"))
-            for p in sorted(self.path.iterdir())
-            if p.name.startswith(".") and p.name not in (".", "..") and (p / "cur").is_dir()
+            decode_mutf7(entry[1:].replace(".", "/"))
+            for entry in entries
+            if entry.startswith(".") and (self.path / entry / "cur").is_dir()
         ]
         return ["INBOX", *names]
 

@@ -108,7 +108,7 @@ def classify_missing(result: SeedResult) -> None:
     if not result.accepted and result.smtp_reply:
         result.detail = f"refused at SMTP: {result.smtp_reply}"
     elif result.accepted:
-        result.detail = "accepted by the receiver, never seen in the mailbox before the deadline"
+        result.detail = "accepted, not in the mailbox by the deadline"
 
 
 # --- sending ------------------------------------------------------------------------------
@@ -176,7 +176,7 @@ def open_reader(seed: Seed, secret: str) -> Any:
     reader = ImapReader(seed.imap_host, seed.imap_port, seed.imap_user, secret,
                         auth=seed.auth, tls=seed.tls)  # fmt: skip
     try:
-        reader.find("sokures-connection-check")
+        reader.find("sokuresconnectioncheck")  # connects and logs in
     except MailboxUnreachable:
         reader.close()
         if seed.maildir is not None and seed.maildir.exists():

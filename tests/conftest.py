@@ -3,6 +3,7 @@
 pytest_plugins = (
     "tests.store_helpers",
     "tests.servers.dns",
+    "tests.servers.dovecot",
     "tests.servers.opendkim",
     "tests.servers.postgres",
     "tests.servers.smtp_receiver",

@@ -55,7 +55,8 @@ class Sender:
 
     def message(self, *, sender: str = f"news@{DOMAIN}", subject: str = "Our November news",
                 body: str = "Hello, here is what is new at the shop this month.",
-                bulk: bool = True, sign: bool = True, seed: str | None = None) -> bytes:  # fmt: skip
+                bulk: bool = True, sign: bool = True,
+                seed: str | None = None) -> bytes:  # fmt: skip
         self.count += 1
         lines = [f"From: Shop <{sender}>", "To: someone@example.net", f"Subject: {subject}",
                  f"Date: {email.utils.formatdate()}",
@@ -135,7 +136,8 @@ def _where(lab: tuple[LabWorld, Sender], provider: str, local: str) -> object:
 
 
 @pytest.mark.parametrize(("provider", "placement"), [
-    ("gmail", "promotions"), ("yahoo", "inbox"), ("outlook", "inbox"), ("others", "inbox")])  # fmt: skip
+    ("gmail", "promotions"), ("yahoo", "inbox"), ("outlook", "inbox"),
+    ("others", "inbox")])  # fmt: skip
 def test_authenticated_bulk_mail_is_accepted(lab, provider, placement):
     _, sender = lab
     local = f"reader.auth.{provider}"

@@ -315,7 +315,7 @@ def test_deliver_files_promotions_with_its_keyword_letter(tmp_path: Path) -> Non
     plain = store.deliver("a@y.example", "yahoo", "promotions", b"Subject: x\n\nx\n")
     assert plain.parent.name == "new" and ":2," not in plain.name
     assert stat.S_IMODE(plain.stat().st_mode) == 0o640
-    assert f",S={len(b'Subject: x' + bytes(5))}" in plain.name
+    assert plain.name.endswith(",S=14")  # the size hint: len(b"Subject: x\n\nx\n")
     with pytest.raises(ValueError):
         store.deliver("a@g.example", "gmail", "trash", b"x")
     with pytest.raises(ValueError):
@@ -329,7 +329,9 @@ def test_deliveries_from_many_threads_get_distinct_files(tmp_path: Path) -> None
 
     def work(n: int) -> None:
         for i in range(40):
-            path = store.deliver(f"u{i % 3}@g.example", "gmail", "inbox", f"N: {n}-{i}\n\n".encode())
+            path = store.deliver(
+                f"u{i % 3}@g.example", "gmail", "inbox", f"N: {n}-{i}\n\n".encode()
+            )
             with lock:
                 paths.append(path)
 
@@ -339,7 +341,7 @@ def test_deliveries_from_many_threads_get_distinct_files(tmp_path: Path) -> None
     for t in threads:
         t.join()
     assert len(set(paths)) == 240 and all(p.exists() for p in paths)
-    assert not any((store.maildir(f"u{i}@g.example") / "tmp").iterdir() for i in range(3))
+    assert not [p for i in range(3) for p in (store.maildir(f"u{i}@g.example") / "tmp").iterdir()]
 
 
 # -- pure parsing ------------------------------------------------------------------------
@@ -399,7 +401,7 @@ def test_parse_fetch_reads_items_on_both_sides_of_the_literal() -> None:
     before = parse_fetch(
         [
             (
-                b'7 (UID 42 FLAGS (\\Seen CATEGORY_PROMOTIONS) '
+                b"7 (UID 42 FLAGS (\\Seen CATEGORY_PROMOTIONS) "
                 b'INTERNALDATE "17-Jul-1996 02:44:25 -0700" BODY[HEADER] {34}',
                 header,
             ),
@@ -414,7 +416,10 @@ def test_parse_fetch_reads_items_on_both_sides_of_the_literal() -> None:
     )
     assert before.internaldate == calendar.timegm((1996, 7, 17, 9, 44, 25, 0, 0, 0))
     after = parse_fetch(
-        [(b"7 (BODY[HEADER] {34}", header), b' UID 42 FLAGS () INTERNALDATE " 1-Feb-2024 00:00:00 +0100")']
+        [
+            (b"7 (BODY[HEADER] {34}", header),
+            b' UID 42 FLAGS () INTERNALDATE " 1-Feb-2024 00:00:00 +0100")',
+        ]
     )
     assert after is not None and after.uid == 42 and after.flags == ()
     assert after.internaldate == calendar.timegm((2024, 1, 31, 23, 0, 0, 0, 0, 0))

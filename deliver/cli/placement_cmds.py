@@ -116,7 +116,8 @@ def _placement_store(store: Any) -> Any:
 def _print_run(out: dict[str, Any]) -> None:
     table = Table(title=f"seed placement of {out['campaign']} ({out['seedlist']})",
                   title_justify="left")  # fmt: skip
-    for column in ("seed", "provider", "placement", "folder", "arrived in", "detail"):
+    table.add_column("seed", no_wrap=True)
+    for column in ("provider", "placement", "folder", "arrived in", "detail"):
         table.add_column(column)
     for seed in out["seeds"]:
         style = _STYLE.get(seed["placement"], "")
