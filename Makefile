@@ -7,7 +7,7 @@ PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.sokures-installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install sysdeps-test sysdeps-bench demo test bench lint typecheck clean
+.PHONY: install sysdeps-demo sysdeps-test sysdeps-bench demo test bench lint typecheck clean
 
 install: $(STAMP)
 
@@ -15,14 +15,17 @@ $(STAMP): pyproject.toml scripts/bootstrap.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) scripts/bootstrap.sh
 	@touch $(STAMP)
 
+sysdeps-demo:
+	@scripts/sysdeps.sh demo
+
 sysdeps-test:
 	@scripts/sysdeps.sh test
 
 sysdeps-bench:
 	@scripts/sysdeps.sh bench
 
-demo: install
-	$(VENV)/bin/sokures demo
+demo: install sysdeps-demo
+	$(VENV)/bin/sokures demo $(DEMO_ARGS)
 
 test: install sysdeps-test
 	$(PY) -m pytest $(PYTEST_ARGS)

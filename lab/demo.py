@@ -117,7 +117,7 @@ class DemoOptions:
     seeds: Path = DEFAULT_SEEDS
     #: seconds the placement test waits for the copies (the lab delivers at once; a
     #: missing copy is waited for this long)
-    placement_timeout: float = 8.0
+    placement_timeout: float = 5.0
 
 
 def generate_contacts(path: Path, n: int, seed: int = 2026) -> dict[str, int]:
@@ -234,6 +234,8 @@ class Demo:
     def __init__(self, o: DemoOptions, console: Console) -> None:
         self.o = o
         self.console = console
+        #: wall time per command (send, probe, placement ...)
+        self.seconds: dict[str, float] = {}
         self.lab = (o.workdir / "lab").resolve()
         shaping = o.workdir / "demo-shaping.toml"
         shaping.write_text(DEMO_SHAPING, encoding="utf-8")
@@ -274,10 +276,14 @@ class Demo:
         self.console.rule(f"[b]{step.title}")
         self.console.print(f"$ sokures {' '.join(_quote(a) for a in step.args)}",
                            highlight=False)  # fmt: skip
+        started = time.monotonic()
         result = subprocess.run(
             [sys.executable, "-m", "deliver.cli", *step.args], env=self.env, text=True,
             check=False, cwd=self.o.workdir, stdout=subprocess.PIPE if step.capture else None,
         )  # fmt: skip
+        self.seconds[step.args[0]] = self.seconds.get(step.args[0], 0.0) + (
+            time.monotonic() - started)  # fmt: skip
+        self.console.print(f"[dim]({time.monotonic() - started:.1f} s)[/dim]")
         if result.returncode not in step.ok_codes:
             self.console.print(f"[red]the step failed (exit {result.returncode})[/red]")
             return 1
@@ -349,7 +355,10 @@ def _summary(demo: Demo, seconds: float) -> None:
     if later:
         console.print(f"{later} messages were accepted and bounced later: their DSNs are in the "
                       f"bounce mailbox ({demo.lab}/mail/{SENDER_DOMAIN}/bounces)")  # fmt: skip
-    console.print(f"\ndemo finished in {seconds:.0f} s; its files are in {demo.o.workdir}/")
+    timing = ", ".join(f"{name} {demo.seconds[name]:.0f} s" for name in
+                       ("probe", "send", "placement") if name in demo.seconds)  # fmt: skip
+    console.print(f"\ndemo finished in {seconds:.0f} s ({timing}); its files are in "
+                  f"{demo.o.workdir}/")  # fmt: skip
 
 
 def _quote(arg: str) -> str:

@@ -13,9 +13,10 @@ rulebook (``probes/rulebooks``), the same file ``sokures probe`` audits against:
 2. the harshest reply wins (reject, then tempfail, then spam), as the provider answers
    the first rule that stops the message;
 3. a reject or tempfail is the SMTP answer to DATA; a spam disposition files the copy in
-   the spam folder; otherwise a content score at or over the threshold files it as spam,
-   bulk mail with List-Unsubscribe goes to the Promotions tab where the provider has tabs
-   (Gmail), and the rest to the inbox.
+   the spam folder; otherwise a message that still fails authentication (DMARC fails
+   under p=none, or neither SPF nor DKIM passes) or whose content score reaches the
+   threshold is filed as spam, bulk mail with List-Unsubscribe goes to the Promotions tab
+   where the provider has tabs (Gmail), and the rest to the inbox.
 
 Per recipient, :func:`place` adds the lab's mailbox conventions: ``junk*`` users have a
 personal filter that files this sender as spam, ``blackhole*`` mail is accepted and
@@ -116,6 +117,9 @@ def decide(
             return Decision(reply.disposition, None, smtp_reply(reply, ip=ip, domain=domain),
                             reasons, rules)  # fmt: skip
         return Decision("accept", Placement.SPAM, None, reasons, rules)
+    failed = _authentication_failure(report)
+    if failed:
+        return Decision("accept", Placement.SPAM, None, (failed,), ("authentication",))
     if content.spam(spam_threshold):
         why = f"content {content.describe()} >= {spam_threshold:g}"
         return Decision("accept", Placement.SPAM, None, (why,), ("content",))
@@ -123,6 +127,16 @@ def decide(
         why = "bulk mail with List-Unsubscribe: the Promotions tab"
         return Decision("accept", Placement.PROMOTIONS, None, (why,), ("tabs",))
     return Decision("accept", Placement.INBOX)
+
+
+def _authentication_failure(report: MessageReport) -> str | None:
+    """Accepted but failing authentication: filed as spam, as the providers do with mail
+    their rules let through (DMARC p=none failures, or no SPF or DKIM pass at all)."""
+    if report.dmarc.result == "fail":
+        return f"DMARC fails for {report.from_domain} (policy {report.dmarc.policy or 'none'})"
+    if report.spf.result != "pass" and not any(s.result == "pass" for s in report.dkim):
+        return "neither SPF nor DKIM passes"
+    return None
 
 
 def _has_unsubscribe(report: MessageReport) -> bool:

@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Install the Debian packages whose real servers the tests and benchmarks run
 # (PostgreSQL, OpenDKIM's tools, Postfix's smtp-sink, Dovecot, Knot, Chromium).
+# `sysdeps.sh demo` installs only what the demo uses (Dovecot, for the lab's IMAP).
 # Only what is missing is installed; without root, missing packages are listed
 # and the tests that need them skip (or fail under CI=true).
 set -euo pipefail
 what=${1:-test}
 declare -A bin_pkg=(
-  [/usr/lib/postgresql]=postgresql
-  [/usr/sbin/opendkim-testmsg]=opendkim-tools
-  [/usr/sbin/smtp-sink]=postfix
-  [/usr/bin/unshare]=util-linux
-  [/usr/sbin/runuser]=util-linux
+  [/usr/sbin/dovecot]=dovecot-imapd
 )
+if [[ $what != demo ]]; then
+  bin_pkg[/usr/lib/postgresql]=postgresql
+  bin_pkg[/usr/sbin/opendkim-testmsg]=opendkim-tools
+  bin_pkg[/usr/sbin/smtp-sink]=postfix
+  bin_pkg[/usr/bin/unshare]=util-linux
+  bin_pkg[/usr/sbin/runuser]=util-linux
+fi
 if [[ $what == bench ]]; then
   bin_pkg[/usr/sbin/opendkim]=opendkim
   bin_pkg[/usr/sbin/knotd]=knot

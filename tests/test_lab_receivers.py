@@ -39,6 +39,8 @@ OTHERS = [
     ("quarantine.example", Record("TXT", "v=spf1 -all")),
     ("_dmarc.quarantine.example", Record("TXT", "v=DMARC1; p=quarantine")),
     ("nodmarc.example", Record("TXT", "v=spf1 -all")),
+    ("monitor.example", Record("TXT", "v=spf1 -all")),
+    ("_dmarc.monitor.example", Record("TXT", "v=DMARC1; p=none")),
 ]
 
 
@@ -215,6 +217,34 @@ def test_dmarc_quarantine_files_the_copy_as_spam(lab, provider):
     entry = _entry(world, rcpt)
     assert entry["placement"] == "spam"
     assert "dmarc_policy.quarantine" in entry["rules"]  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("provider", ["gmail", "yahoo", "outlook", "others"])
+def test_personal_mail_failing_dmarc_under_p_none_is_filed_as_spam(lab, provider):
+    """From monitor.example (p=none) but signed by shop.example: no rule refuses it, the
+    DMARC failure still sends it to spam."""
+    world, sender = lab
+    raw = sender.message(sender="news@monitor.example", bulk=False)
+    got = _send(lab, provider, "reader.monitored", raw, mail_from="bounce@monitor.example")
+    assert got[0] == 250
+    entry = _entry(world, f"reader.monitored@{provider_for(provider).domains[0]}")
+    assert entry["placement"] == "spam" and entry["rules"] == ["authentication"]
+
+
+def test_personal_mail_signed_by_its_own_domain_lands_in_the_inbox_at_others(lab):
+    """nodmarc.example has no DMARC record; the others provider has no rulebook: an
+    unaligned but verified DKIM signature is enough to reach the inbox there."""
+    _, sender = lab
+    raw = sender.message(sender="news@nodmarc.example", bulk=False)
+    assert _send(lab, "others", "reader.nodmarc", raw, mail_from="b@nodmarc.example")[0] == 250
+    assert _where(lab, "others", "reader.nodmarc") == "inbox"
+
+
+def test_unsigned_mail_failing_spf_is_spam_where_no_rule_refuses_it(lab):
+    _, sender = lab
+    raw = sender.message(sender="news@nodmarc.example", bulk=False, sign=False)
+    assert _send(lab, "others", "reader.nothing", raw, mail_from="b@nodmarc.example")[0] == 250
+    assert _where(lab, "others", "reader.nothing") == "spam"
 
 
 def test_message_without_message_id_is_refused_as_rfc5322(lab):

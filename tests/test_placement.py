@@ -42,7 +42,8 @@ def _project(root: Path, world: LabWorld) -> dict[str, str]:
            "SOKURES_DATABASE_URL": f"sqlite:///{root / 'sokures.db'}",
            "SOKURES_DNS_NAMESERVERS": world.nameserver,
            "SOKURES_SMTP_PORT": str(world.smtp_port),
-           "SOKURES_LAB_PASSWORD": LAB_PASSWORD, "SOKURES_LAB_DIR": str(world.directory)}  # fmt: skip
+           "SOKURES_LAB_PASSWORD": LAB_PASSWORD,
+           "SOKURES_LAB_DIR": str(world.directory)}  # fmt: skip
     (root / "c.csv").write_text("email,name\nreader.one@gmail.com,One\n", encoding="utf-8")
     (root / "t.html").write_text(TEMPLATE, encoding="utf-8")
     for args in (["init", "--domain", "shop.example", "--ip", "127.0.0.1"],
