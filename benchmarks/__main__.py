@@ -30,6 +30,7 @@ BENCHMARKS = {
     "crash": "benchmarks.crash",
     "memory": "benchmarks.memory",
     "probe": "benchmarks.probes",
+    "demo": "benchmarks.demo",
 }
 
 

@@ -148,12 +148,14 @@ def _print_state(state: dict[str, Any]) -> None:
 def _print_seen(seen: dict[str, dict[str, int]], sms: dict[str, int] | None) -> None:
     if not seen and not sms:
         return
-    columns = ("inbox", "promotions", "spam", "dropped", "bounced_later", "rejected",
-               "tempfailed", "throttled", "unknown", "full")  # fmt: skip
-    table = Table(title="what the lab providers did", title_justify="left")
-    table.add_column("provider")
-    for column in columns:
-        table.add_column(column.replace("_", " "), justify="right")
+    columns = {"inbox": "inbox", "promotions": "promo", "spam": "spam", "dropped": "dropped",
+               "bounced_later": "DSN later", "rejected": "5xx", "tempfailed": "4xx",
+               "throttled": "throttled", "unknown": "no user", "full": "full"}  # fmt: skip
+    table = Table(title="what the lab providers did (copies per recipient; 5xx and 4xx: "
+                  "refused by the rulebook)", title_justify="left")  # fmt: skip
+    table.add_column("provider", no_wrap=True)
+    for label in columns.values():
+        table.add_column(label, justify="right")
     for name, counts in seen.items():
         table.add_row(name, *(f"{counts.get(c, 0):,}" if counts.get(c) else "·" for c in columns))
     console.print(table)
