@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from deliver.errors import ConfigError
+from deliver.store.queue import process_alive
 from lab.dns_process import REPO_ROOT
 from lab.receiver import journal_counts, read_journal
 from lab.world import read_state
@@ -64,19 +65,9 @@ class LabUp:
         return args
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def running_state(directory: Path) -> dict[str, Any] | None:
     state = read_state(directory)
-    if state is None or not _alive(int(state.get("pid", 0))):
+    if state is None or not process_alive(int(state.get("pid", 0))):
         return None
     return state
 
@@ -123,10 +114,10 @@ def lab_down(directory: Path) -> bool:
     pid = int(state["pid"])
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_SECONDS
-    while _alive(pid) and time.monotonic() < deadline:
+    while process_alive(pid) and time.monotonic() < deadline:
         _reap(pid)
         time.sleep(0.1)
-    if _alive(pid):
+    if process_alive(pid):
         os.kill(pid, signal.SIGKILL)
     (directory / "state.json").unlink(missing_ok=True)
     return True

@@ -17,10 +17,10 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from types import TracebackType
 from typing import IO
 
 from lab.ports import free_port
+from lab.service import Service
 from lab.zones import ZoneData, dump_zone_file
 
 __all__ = ["DnsServerError", "DnsServerProcess"]
@@ -36,7 +36,7 @@ class DnsServerError(RuntimeError):
     """The server process did not start, reload or answer as it should; names its log."""
 
 
-class DnsServerProcess:
+class DnsServerProcess(Service):
     """``python -m lab.dns_server`` on a free loopback port, serving ``zone``."""
 
     def __init__(
@@ -122,17 +122,6 @@ class DnsServerProcess:
             self.log = self._read_log()
         shutil.rmtree(self._directory, ignore_errors=True)
         return self.returncode
-
-    def __enter__(self) -> DnsServerProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _spawn(self, port: int) -> None:
         command = [sys.executable, "-m", "lab.dns_server", "--zones", str(self.zone_path),

@@ -45,13 +45,13 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, NamedTuple
 
 import dnslib
 from dnslib.server import DNSHandler, DNSLogger, DNSServer
 
 from deliver.errors import ConfigError
+from lab.service import Service
 from lab.zones import (
     CaaValue,
     MxValue,
@@ -444,7 +444,7 @@ def _bind_pair(resolver: ZoneResolver, host: str, port: int) -> list[Any]:
     raise OSError(errno.EADDRINUSE, "no port free for both UDP and TCP")
 
 
-class LabDnsServer:
+class LabDnsServer(Service):
     """The server on ``host:port`` in background threads (port 0: a free one, see ``port``)."""
 
     def __init__(
@@ -495,18 +495,6 @@ class LabDnsServer:
     def reload(self, zone: ZoneData) -> None:
         """Serve ``zone`` from the next query on."""
         self.resolver.served = ServedZone(zone)
-
-    def __enter__(self) -> LabDnsServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 # --- the process ---------------------------------------------------------------------

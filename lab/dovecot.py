@@ -32,10 +32,10 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 
 from deliver.errors import SokuresError
 from lab.maildir import LAYOUTS, home_of
+from lab.service import Service
 
 __all__ = ["Dovecot", "DovecotError", "find_dovecot", "render_config"]
 
@@ -140,7 +140,7 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-class Dovecot:
+class Dovecot(Service):
     """A private Dovecot serving ``mail_root`` (a MaildirStore root) to ``users``.
 
     ``users`` maps each address to its password. ``port`` 0 picks a free port.
@@ -193,15 +193,6 @@ class Dovecot:
     @property
     def log_path(self) -> Path:
         return self.base_dir / "dovecot.log"
-
-    def __enter__(self) -> Dovecot:
-        self.start()
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def add_user(self, address: str, password: str) -> None:
         """Add (or change) a user; Dovecot re-reads the passwd file when it changes."""

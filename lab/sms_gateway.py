@@ -41,7 +41,6 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any, NoReturn
 from urllib.parse import parse_qs, urlsplit
 
@@ -49,6 +48,7 @@ import httpx
 
 from deliver.errors import ConfigError
 from lab import sms_twilio as twilio
+from lab.service import Service
 from lab.sms_twilio import (
     API_VERSION,
     DESTINATION_OUTCOMES,
@@ -128,7 +128,7 @@ class _HttpServer(ThreadingHTTPServer):
         super().__init__(address, _Handler)
 
 
-class SmsGateway:
+class SmsGateway(Service):
     """The gateway in threads of this process; ``with SmsGateway(...) as gateway:``."""
 
     def __init__(
@@ -215,17 +215,6 @@ class SmsGateway:
         if self._http is not None:
             self._http.close()
         self._server, self._http = None, None
-
-    def __enter__(self) -> SmsGateway:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def messages(self) -> list[dict[str, Any]]:
         """The Message resources as they are now, oldest first."""

@@ -39,6 +39,7 @@ from lab.dns_process import DnsServerProcess
 from lab.dsn import LaterBounces
 from lab.providers import PROVIDERS, LabProvider
 from lab.receiver import Journal, LabReceiver
+from lab.service import Service
 from lab.zones import Record, ZoneData
 
 __all__ = [
@@ -128,7 +129,7 @@ class LabOptions:
 
 
 @dataclass
-class LabWorld:
+class LabWorld(Service):
     options: LabOptions
     extra_records: list[tuple[str, Record]] = field(default_factory=list)
 
@@ -269,12 +270,6 @@ class LabWorld:
             shutil.rmtree(self._dovecot_dir, ignore_errors=True)
         self.dns.stop()
         self.journal.close()
-
-    def __enter__(self) -> LabWorld:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- what the lab tells others ---------------------------------------------------
     def state(self) -> dict[str, Any]:
