@@ -50,7 +50,7 @@ class LabUp:
     bounce_delay: float = 5.0
 
     def argv(self) -> list[str]:
-        args = [sys.executable, "-m", "lab.server", "--dir", str(self.directory),
+        args = [sys.executable, "-P", "-m", "lab.server", "--dir", str(self.directory),
                 "--bounce-delay", str(self.bounce_delay)]  # fmt: skip
         if self.config is not None:
             args += ["--config", str(self.config.resolve())]

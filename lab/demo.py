@@ -278,7 +278,7 @@ class Demo:
                            highlight=False)  # fmt: skip
         started = time.monotonic()
         result = subprocess.run(
-            [sys.executable, "-m", "deliver.cli", *step.args], env=self.env, text=True,
+            [sys.executable, "-P", "-m", "deliver.cli", *step.args], env=self.env, text=True,
             check=False, cwd=self.o.workdir, stdout=subprocess.PIPE if step.capture else None,
         )  # fmt: skip
         self.seconds[step.args[0]] = self.seconds.get(step.args[0], 0.0) + (
@@ -292,7 +292,7 @@ class Demo:
         return 0
 
     def json_of(self, *args: str) -> Any:
-        command = [sys.executable, "-m", "deliver.cli", *args]
+        command = [sys.executable, "-P", "-m", "deliver.cli", *args]
         out = subprocess.run(command, env=self.env, text=True, capture_output=True, check=False,
                              cwd=self.o.workdir)  # fmt: skip
         return json.loads(out.stdout) if out.stdout.strip() else None

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -153,7 +154,8 @@ class _Handler:
         raw = envelope.original_content or b""
         try:
             decision, report = await self.r.judge(raw, ip, session.host_name or "",
-                                                  envelope.mail_from or "")  # fmt: skip
+                                                  envelope.mail_from or "",
+                                                  session.ssl is not None)  # fmt: skip
         except MessageFormatError as exc:
             decision, report = Decision("reject", None, f"550 5.6.0 {exc}"), None
         if decision.action != "accept":
@@ -193,6 +195,7 @@ class LabReceiver:
         bounces: LaterBounces | None = None,
         keep_messages: bool = False,
         rulebook_dir: Path | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.provider = provider
         self.counters = ProviderCounters()
@@ -210,9 +213,11 @@ class LabReceiver:
         self.journal = journal or Journal(None)
         self.bounces = bounces
         self.keep = keep_messages
+        #: STARTTLS is offered (and the rulebook's TLS requirement enforced)
+        self.tls = tls is not None
         self._controller = Controller(
             _Handler(self), hostname=provider.address, port=port, ready_timeout=10,
-            server_hostname=provider.mx_host,
+            server_hostname=provider.mx_host, tls_context=tls,
         )  # fmt: skip
 
     def throttle_reply(self, ip: str) -> str:
@@ -221,7 +226,7 @@ class LabReceiver:
         return smtp_reply(self._limit_reply, ip=ip, domain="")
 
     async def judge(
-        self, raw: bytes, ip: str, helo: str, mail_from: str
+        self, raw: bytes, ip: str, helo: str, mail_from: str, tls: bool = False
     ) -> tuple[Decision, MessageReport | None]:
         if self.resolver is None:  # no DNS: nothing can be verified, nothing is refused
             read_headers(raw)
@@ -230,9 +235,11 @@ class LabReceiver:
             check_message(self.resolver, raw, ip=ip, helo=helo, mail_from=mail_from),
             ptr.fcrdns(self.resolver, ip),
         )
+        # what only the session shows: the rulebook's TLS requirement (manual for a probe)
+        session = {"transport.tls": tls} if self.tls else {}
         decision = decide(self.rulebook, report, ptr.judge([reverse]), score(raw), ip=ip,
                           spam_threshold=self.provider.spam_threshold,
-                          tabs=self.provider.tabs)  # fmt: skip
+                          tabs=self.provider.tabs, session=session)  # fmt: skip
         return decision, report
 
     def accept(self, envelope: Envelope, raw: bytes, ip: str, helo: str,

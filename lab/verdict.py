@@ -26,7 +26,7 @@ silently dropped (the seed shows it as missing).
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,11 +87,18 @@ def decide(
     ip: str,
     spam_threshold: float,
     tabs: bool,
+    session: Mapping[str, bool] | None = None,
 ) -> Decision:
-    """The provider's decision on one message (see the module docstring)."""
+    """The provider's decision on one message (see the module docstring). ``session``:
+    requirements only the SMTP session can judge (a probe marks them manual), by id, and
+    whether the session met them (``{"transport.tls": False}``)."""
     domain = report.from_domain or ""
     candidates: list[tuple[Reply, str, str]] = []
     if rulebook is not None:
+        for req in rulebook.applicable(report.bulk):
+            met = (session or {}).get(req.id)
+            if met is False and req.reply is not None:
+                candidates.append((req.reply, req.id, f"{req.title}: not met by this session"))
         # judged apart: in one evidence set, the PTR results (a domain check group) would
         # make the DNS checks beside the message's own (spf.*, dkim.* in any_of) unknown
         # instead of out of scope, and an unauthenticated message would not be unmet

@@ -40,6 +40,7 @@ from lab.dsn import LaterBounces
 from lab.providers import PROVIDERS, LabProvider
 from lab.receiver import Journal, LabReceiver
 from lab.service import Service
+from lab.tls import server_context
 from lab.zones import Record, ZoneData
 
 __all__ = [
@@ -223,11 +224,12 @@ class LabWorld(Service):
         self._started.append(self.dns)
         self.sync_sender()
         self.bounces.start()
+        tls = server_context(self.directory / "tls", [p.mx_host for p in self.providers])
         for p in self.providers:
             receiver = LabReceiver(
                 p, self.smtp_port, nameservers=(self.nameserver,), mail=self.mail,
                 journal=self.journal, bounces=self.bounces, keep_messages=o.keep_messages,
-                rulebook_dir=o.rulebook_dir,
+                rulebook_dir=o.rulebook_dir, tls=tls,
             )  # fmt: skip
             receiver.start()
             self.receivers.append(receiver)

@@ -26,4 +26,7 @@ if [[ ! -x $VENV/bin/python ]]; then
   fi
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-"$VENV/bin/python" -m pip install -q -e ".[dev]"
+# compat mode: the project folder goes on sys.path as a path entry, so a folder named
+# like one of our packages in the working directory (a lab directory called "lab")
+# cannot shadow it, as it can with setuptools' default editable finder
+"$VENV/bin/python" -m pip install -q -e ".[dev]" --config-settings editable_mode=compat

@@ -13,6 +13,7 @@ import email
 import email.policy
 import email.utils
 import smtplib
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -77,10 +78,17 @@ class Sender:
         return self.signer.sign(headers, content, int(time.time())) + raw
 
 
+_UNVERIFIED = ssl.create_default_context()
+_UNVERIFIED.check_hostname = False
+_UNVERIFIED.verify_mode = ssl.CERT_NONE
+
+
 def send(address: str, port: int, rcpt: str, raw: bytes,
-         mail_from: str = f"bounce@{DOMAIN}") -> tuple[int, str]:  # fmt: skip
+         mail_from: str = f"bounce@{DOMAIN}", tls: bool = True) -> tuple[int, str]:  # fmt: skip
     """The receiver's answer to the message: (code, text) of RCPT or DATA."""
     with smtplib.SMTP(address, port, local_hostname=f"mail.{DOMAIN}", timeout=20) as smtp:
+        if tls:
+            smtp.starttls(context=_UNVERIFIED)  # opportunistic, as MTAs do (RFC 7435)
         try:
             smtp.sendmail(mail_from, [rcpt], raw)
         except smtplib.SMTPRecipientsRefused as exc:
@@ -116,10 +124,10 @@ def lab_2024(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LabWorl
 
 
 def _send(lab: tuple[LabWorld, Sender], provider: str, rcpt_local: str, raw: bytes,
-          mail_from: str = f"bounce@{DOMAIN}") -> tuple[int, str]:  # fmt: skip
+          mail_from: str = f"bounce@{DOMAIN}", tls: bool = True) -> tuple[int, str]:  # fmt: skip
     world, _ = lab
     p = provider_for(provider, world.providers)
-    return send(p.address, world.smtp_port, f"{rcpt_local}@{p.domains[0]}", raw, mail_from)
+    return send(p.address, world.smtp_port, f"{rcpt_local}@{p.domains[0]}", raw, mail_from, tls)
 
 
 def _entry(world: LabWorld, rcpt: str) -> dict[str, object]:
@@ -145,6 +153,17 @@ def test_authenticated_bulk_mail_is_accepted(lab, provider, placement):
     local = f"reader.auth.{provider}"
     assert _send(lab, provider, local, sender.message())[0] == 250
     assert _where(lab, provider, local) == placement
+
+
+@pytest.mark.parametrize(("world", "code", "enhanced"), [
+    ("lab", 550, "5.7.29"), ("lab_2024", 421, "4.7.29")])  # fmt: skip
+def test_gmail_refuses_mail_sent_without_tls(world, code, enhanced, request):
+    lab = request.getfixturevalue(world)
+    _, sender = lab
+    got = _send(lab, "gmail", "reader.cleartext", sender.message(), tls=False)
+    assert got[0] == code and got[1].startswith(enhanced + " ")
+    # Yahoo's and Outlook's rulebooks do not require TLS
+    assert _send(lab, "yahoo", "reader.cleartext", sender.message(), tls=False)[0] == 250
 
 
 def test_gmail_personal_mail_goes_to_the_primary_inbox(lab):
