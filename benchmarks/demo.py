@@ -71,9 +71,10 @@ def _lab_sockets() -> list[tuple[str, int, socket.SocketKind]]:
     out = [(DNS_ADDRESS, DEFAULT_PORTS["dns"], socket.SOCK_DGRAM),
            (DNS_ADDRESS, DEFAULT_PORTS["dns"], socket.SOCK_STREAM),
            (SMS_ADDRESS, DEFAULT_PORTS["sms"], socket.SOCK_STREAM)]  # fmt: skip
+    imap = find_dovecot() is not None  # the lab serves IMAP only when Dovecot is installed
     for p in PROVIDERS:
         out.append((p.address, DEFAULT_PORTS["smtp"], socket.SOCK_STREAM))
-        if find_dovecot():  # the lab serves IMAP only when Dovecot is installed
+        if imap:
             out.append((p.address, DEFAULT_PORTS["imap"], socket.SOCK_STREAM))
     return out
 
@@ -283,7 +284,8 @@ def _notes(result: BenchResult) -> list[str]:
     walls = ", ".join(f"{x['wall_seconds']:.1f} s" for x in result.rounds)
     return [
         f"demo: wall time per round: {walls} (from start to exit of the process; the demo's "
-        "own clock, without Python's start-up, is in results.json as demo_seconds)",
+        "own clock (demo_seconds in results.json) leaves out Python's start-up, its summary's "
+        "three CLI queries and `lab down`)",
         f"demo: seed placement per provider (last round): {per}",
         "demo: the lab listens on fixed ports (DNS 127.0.0.20:5300, SMTP 2525/IMAP 10143 on "
         "127.0.0.21-24, SMS 127.0.0.25:8088): nothing else may use them during the run",

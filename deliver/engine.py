@@ -268,9 +268,17 @@ class DeliveryEngine:
         suspended = lane.suspended_until()
         if suspended is not None:
             return suspended
-        if lane.pending >= lane.capacity(self.opt.lease_seconds / 2):
-            return self.clock() + max(lane.drain_time(), 1.0)
+        if self._lane_full(lane):
+            # back when half of what waits has gone: the lane never runs dry meanwhile
+            return self.clock() + max(lane.drain_time() / 2, 1.0)
         return None
+
+    def _lane_full(self, lane: ProviderLane) -> bool:
+        """The lane holds what its rate drains in half a lease, or half of the in-flight
+        window: no provider's backlog may fill the whole window, or a slow provider
+        (Gmail at its rate limit) would keep the others' mail from being claimed."""
+        limit = min(lane.capacity(self.opt.lease_seconds / 2), max(self.max_inflight // 2, 1))
+        return lane.pending >= limit
 
     def _blocked_providers(self) -> list[str]:
         """Named providers whose lane takes nothing more now (default lanes are per
@@ -279,10 +287,7 @@ class DeliveryEngine:
             lane.provider
             for lane in self.lanes.values()
             if lane.provider != "default"
-            and (
-                lane.suspended_until() is not None
-                or lane.pending >= lane.capacity(self.opt.lease_seconds / 2)
-            )
+            and (lane.suspended_until() is not None or self._lane_full(lane))
         ]
 
     async def _postpone(self, ids: list[int], until: float, provider: str | None) -> None:

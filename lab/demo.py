@@ -245,10 +245,12 @@ class Demo:
             "SOKURES_DATABASE_URL": f"sqlite:///{(o.workdir / 'sokures.db').resolve()}",
             "SOKURES_SHAPING_FILE": str(shaping.resolve()),
             "SOKURES_LAB_DIR": str(self.lab),
-            # lab-sized retries: the throttled messages go out again within the demo;
-            # full mailboxes stay deferred when the next retry is beyond the linger
+            # lab-sized retries: a deferred message is tried again after 4 s (the
+            # throttled ones then go out), and next after two minutes, beyond the linger:
+            # full mailboxes stay deferred instead of keeping the send busy
             "SOKURES_RETRY_INITIAL": "4s",
-            "SOKURES_RETRY_MAX_INTERVAL": "60s",
+            "SOKURES_RETRY_FACTOR": "30",
+            "SOKURES_RETRY_MAX_INTERVAL": "10m",
             "SOKURES_ENGINE_LINGER": "5s",
         }
 
@@ -316,6 +318,9 @@ def run_demo(o: DemoOptions, console: Console | None = None) -> int:
             if demo.run(step):
                 return 1
         _summary(demo, time.monotonic() - started)
+        if o.dashboard:
+            console.print("[dim]the dashboard step is not in this version yet (`sokures demo "
+                          "--no-dashboard` leaves it out once it is)[/dim]")  # fmt: skip
     finally:
         if lab_down(lab):
             console.print("[dim]the lab is stopped (its mailboxes stay in "

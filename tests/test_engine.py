@@ -292,3 +292,31 @@ def test_header_injection_through_a_custom_field_is_refused_per_message(
 def test_receiver_script_defaults() -> None:
     assert by_local_part("ok@x", 1) == Behaviour()
     assert by_local_part("drop@x", 2) == Behaviour()
+
+
+def test_a_slow_providers_backlog_does_not_hold_back_the_others(
+    tmp_path: Path, dns: object, receivers: Callable[..., ReceiverFarm]
+) -> None:
+    """Gmail paced at 20/s with 300 messages queued first, Yahoo unpaced: no lane may fill
+    the whole in-flight window, so Yahoo's mail goes out at once instead of after Gmail's
+    backlog (15 s)."""
+    farm = receivers([HOSTS["gmail-smtp-in.l.google.com"], HOSTS["mta5.am0.yahoodns.net"]])
+    shaping = '[providers.google]\nmax_message_rate = "20/s"\n'
+    lab = EngineLab(
+        tmp_path,
+        f"sqlite:///{tmp_path / 's.db'}",
+        nameserver=dns.nameserver,  # type: ignore[attr-defined]
+        port=farm.port,
+        shaping=shaping,
+    )
+    # Gmail's first: the claim order (ids) puts its whole backlog ahead of Yahoo's
+    lab.import_contacts([f"g-{i}@gmail.com" for i in range(300)]
+                        + [f"y-{i}@yahoo.com" for i in range(30)])  # fmt: skip
+    lab.campaign("mixed")
+    started = time.time()
+    lab.send("mixed", **{"engine.claim_batch": 40, "engine.linger": 1.0})
+    assert lab.status("mixed")["states"]["delivered"] == 330
+    yahoo = sorted(a.at for a in farm.journal.accepted if a.rcpt.endswith("@yahoo.com"))
+    gmail = sorted(a.at for a in farm.journal.accepted if a.rcpt.endswith("@gmail.com"))
+    assert gmail[-1] - started > 10  # the pace held
+    assert yahoo[-1] - started < 5, f"Yahoo waited {yahoo[-1] - started:.1f} s behind Gmail"

@@ -48,6 +48,8 @@ def placement_run(
     settings = settings_from(ctx)
     lab = os.environ.get("SOKURES_LAB_DIR")
     seedlist = load_seedlist(seeds, lab_dir=Path(lab or "sokures-lab").resolve())
+    for seed in seedlist.seeds:
+        seed.secret()  # every variable set, before anything is sent or stored
     store = open_store(settings)
     record = store.campaigns.get(campaign)
     placement_store = _placement_store(store) if store_results else None
