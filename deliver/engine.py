@@ -277,7 +277,9 @@ class DeliveryEngine:
         """The lane holds what its rate drains in half a lease, or half of the in-flight
         window: no provider's backlog may fill the whole window, or a slow provider
         (Gmail at its rate limit) would keep the others' mail from being claimed."""
-        limit = min(lane.capacity(self.opt.lease_seconds / 2), max(self.max_inflight // 2, 1))
+        limit = lane.capacity(self.opt.lease_seconds / 2)
+        if lane.limits.rate is not None:  # an unpaced lane drains as fast as it connects
+            limit = min(limit, max(self.max_inflight // 2, 1))
         return lane.pending >= limit
 
     def _blocked_providers(self) -> list[str]:
