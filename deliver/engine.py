@@ -278,7 +278,9 @@ class DeliveryEngine:
         window: no provider's backlog may fill the whole window, or a slow provider
         (Gmail at its rate limit) would keep the others' mail from being claimed."""
         limit = lane.capacity(self.opt.lease_seconds / 2)
-        if lane.limits.rate is not None:  # an unpaced lane drains as fast as it connects
+        # only a named provider's lane can be left out of the claims once it holds its
+        # share; an unpaced lane drains as fast as it connects
+        if lane.provider != "default" and lane.limits.rate is not None:
             limit = min(limit, max(self.max_inflight // 2, 1))
         return lane.pending >= limit
 
