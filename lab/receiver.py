@@ -166,12 +166,12 @@ class _Handler:
         return "250 2.0.0 OK accepted"
 
     def _throttle(self, ip: str) -> str | None:
-        rate, reply = self.r.rate, self.r.throttle_reply(ip)
+        rate = self.r.rate
         if rate is None:
             return None
         wait, tat = gcra(self._tat, time.monotonic(), 1.0 / rate, max(int(rate), 1))
         if wait > 0:
-            return reply
+            return self.r.throttle_reply(ip)
         self._tat = tat
         return None
 

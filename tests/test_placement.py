@@ -166,3 +166,24 @@ def test_a_missing_password_variable_stops_before_sending(tmp_path):
     assert result.returncode == 2
     assert "SOKURES_TEST_UNSET is not set" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_summary_and_why_a_copy_is_missing():
+    from probes.placement import SeedResult, classify_missing, summarize
+
+    def seed(address: str, provider: str) -> Seed:
+        return Seed(address=address, provider=provider, imap_host="127.0.0.1", imap_port=1,
+                    imap_user=address, secret_env="X", tls="none")  # fmt: skip
+
+    refused = SeedResult(seed("a@gmail.com", "gmail"), "t1", smtp_reply="550 5.7.26 blocked")
+    lost = SeedResult(seed("b@gmail.com", "gmail"), "t2", accepted=True, sent_at=1.0)
+    inbox = SeedResult(seed("c@yahoo.com", "yahoo"), "t3", placement="inbox", sent_at=10.0,
+                       found_at=12.5, accepted=True)  # fmt: skip
+    for r in (refused, lost, inbox):
+        classify_missing(r)
+    assert refused.detail == "refused at SMTP: 550 5.7.26 blocked"
+    assert lost.detail == "accepted, not in the mailbox by the deadline"
+    assert inbox.detail is None and inbox.seconds == 2.5
+    summary = summarize([refused, lost, inbox])
+    assert summary["gmail"]["missing"] == 2 and summary["gmail"]["rates"]["missing"] == 1.0
+    assert summary["yahoo"]["rates"]["inbox"] == 1.0
