@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterable
 
-__all__ = ["free_port"]
+__all__ = ["free_port", "shared_port"]
 
 
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
@@ -21,3 +22,18 @@ def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
         except OSError:
             continue
         return int(port)
+
+
+def shared_port(hosts: Iterable[str]) -> int:
+    """A TCP port free on every one of ``hosts`` (the lab's providers share one)."""
+    hosts = list(hosts)
+    for _ in range(50):
+        port = free_port(hosts[0])
+        try:
+            for host in hosts[1:]:
+                with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+                    s.bind((host, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no port free on all of {', '.join(hosts)}")

@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -37,6 +36,7 @@ from deliver.errors import SokuresError
 from deliver.settings import load_settings
 from lab.dns_process import DnsServerProcess
 from lab.dsn import LaterBounces
+from lab.ports import shared_port
 from lab.providers import PROVIDERS, LabProvider
 from lab.receiver import Journal, LabReceiver
 from lab.service import Service
@@ -90,22 +90,6 @@ def _ptr_name(ip: str) -> str:
     return ".".join(reversed(ip.split("."))) + ".in-addr.arpa"
 
 
-def _shared_port(addresses: Iterable[str]) -> int:
-    addresses = list(addresses)
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind((addresses[0], 0))
-            port = int(s.getsockname()[1])
-        try:
-            for a in addresses[1:]:
-                with socket.socket() as s:
-                    s.bind((a, port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no port free on every lab address")
-
-
 @dataclass(frozen=True)
 class LabOptions:
     """Where the lab keeps its files and listens. Port 0: a free port (the tests);
@@ -139,7 +123,7 @@ class LabWorld(Service):
         self.directory = o.directory.resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
         self.providers = o.providers
-        self.smtp_port = o.smtp_port or _shared_port(p.address for p in self.providers)
+        self.smtp_port = o.smtp_port or shared_port(p.address for p in self.providers)
         self.dns = DnsServerProcess(world_zone(self.providers), host=DNS_ADDRESS,
                                     port=o.dns_port or None)  # fmt: skip
         from lab.maildir import MaildirStore
@@ -250,7 +234,7 @@ class LabWorld(Service):
         if find_dovecot() is None:
             return
         users = {address: LAB_PASSWORD for address in self.mail.users()}
-        port = self.options.imap_port or _shared_port(p.address for p in self.providers)
+        port = self.options.imap_port or shared_port(p.address for p in self.providers)
         # Dovecot's sockets live in its base_dir and socket paths are limited to 107 bytes:
         # a short directory under /tmp, whatever the lab's own path
         self._dovecot_dir = Path(tempfile.mkdtemp(prefix="sokures-lab-dovecot-"))

@@ -11,9 +11,6 @@ Receivers can share one port on several loopback addresses, as MX hosts of a lab
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
-import socket
 import ssl
 import tempfile
 import threading
@@ -26,12 +23,9 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from tests.servers.ports import free_port
+from lab.ports import shared_port
+from lab.tls import server_context
 
 __all__ = ["Attempt", "Behaviour", "Receiver", "ReceiverFarm", "by_local_part", "receivers"]
 
@@ -240,9 +234,9 @@ class ReceiverFarm:
     ) -> None:
         self.hosts = tuple(hosts)
         self.journal = Journal()
-        self.port = _shared_port(self.hosts)
+        self.port = shared_port(self.hosts)
         self._tmp = tempfile.TemporaryDirectory(prefix="receivers-")
-        context = _self_signed(Path(self._tmp.name)) if tls else None
+        context = server_context(Path(self._tmp.name), ["mx.lab.test"]) if tls else None
         self.receivers = [
             Receiver(h, self.port, script, self.journal, tls_context=context) for h in self.hosts
         ]
@@ -268,52 +262,6 @@ class ReceiverFarm:
                 return True
             time.sleep(0.02)
         return False
-
-
-def _shared_port(hosts: Sequence[str]) -> int:
-    """A port free on every one of the hosts."""
-    for _ in range(50):
-        port = free_port(hosts[0])
-        try:
-            for h in hosts[1:]:
-                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                    s.bind((h, port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError(f"no port free on all of {hosts}")
-
-
-def _self_signed(directory: Path) -> ssl.SSLContext:
-    """A throwaway certificate: opportunistic TLS between MTAs does not verify it."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mx.lab.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
-    return context
 
 
 @pytest.fixture
