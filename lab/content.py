@@ -161,6 +161,5 @@ def message_text(raw: bytes) -> Parts:
 
 def score(raw: bytes) -> ContentScore:
     parts = message_text(raw)
-    hits = tuple(rule.name for rule in RULES if rule.test(parts))
-    weights = {rule.name: rule.weight for rule in RULES}
-    return ContentScore(round(sum(weights[h] for h in hits), 2), hits)
+    hit = [rule for rule in RULES if rule.test(parts)]
+    return ContentScore(round(sum(rule.weight for rule in hit), 2), tuple(r.name for r in hit))

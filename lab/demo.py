@@ -180,9 +180,8 @@ class Step:
     before: Callable[[], None] | None = None
     #: exit codes that are expected (an import with bad rows exits 2, findings exit 1)
     ok_codes: tuple[int, ...] = (0,)
-    #: runs after the command, with its captured stdout when ``capture``
-    after: Callable[[str], None] | None = None
-    capture: bool = False
+    #: runs after the command (reading what it left: the lab's state)
+    after: Callable[[], None] | None = None
 
 
 def steps(o: DemoOptions, demo: Demo) -> list[Step]:
@@ -254,13 +253,13 @@ class Demo:
             "SOKURES_ENGINE_LINGER": "5s",
         }
 
-    def lab_started(self, _out: str) -> None:
+    def lab_started(self) -> None:
         state = read_state(self.lab)
         if state is None:
             raise RuntimeError("the lab wrote no state")
         self.env.update(lab_environment(state))
 
-    def wait_published(self, _out: str, timeout: float = 10.0) -> None:
+    def wait_published(self, timeout: float = 10.0) -> None:
         """The lab publishes the records init wrote within a second; wait for it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -281,7 +280,7 @@ class Demo:
         started = time.monotonic()
         result = subprocess.run(
             [sys.executable, "-P", "-m", "deliver.cli", *step.args], env=self.env, text=True,
-            check=False, cwd=self.o.workdir, stdout=subprocess.PIPE if step.capture else None,
+            check=False, cwd=self.o.workdir,
         )  # fmt: skip
         self.seconds[step.args[0]] = self.seconds.get(step.args[0], 0.0) + (
             time.monotonic() - started)  # fmt: skip
@@ -290,7 +289,7 @@ class Demo:
             self.console.print(f"[red]the step failed (exit {result.returncode})[/red]")
             return 1
         if step.after:
-            step.after(result.stdout or "")
+            step.after()
         return 0
 
     def json_of(self, *args: str) -> Any:

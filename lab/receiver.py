@@ -39,12 +39,12 @@ from lab.dsn import LaterBounces, build_dsn
 from lab.providers import LabProvider
 from lab.verdict import Decision, Placement, decide, place, smtp_reply
 from probes import ptr
+from probes.mailboxes import SEED_HEADER
 from probes.message import MessageFormatError, MessageReport, check_message, read_headers
 from probes.rulebook import Rulebook, load_rulebook
 
-__all__ = ["SEED_HEADER", "Journal", "LabReceiver", "MailSink", "ProviderCounters"]
+__all__ = ["Journal", "LabReceiver", "MailSink", "ProviderCounters"]
 
-SEED_HEADER = "X-Sokures-Seed"
 _COUNTS = ("accepted", "unknown", "full", "throttled", "rejected", "tempfailed", "inbox",
            "promotions", "spam", "dropped", "bounced_later")  # fmt: skip
 
@@ -69,12 +69,6 @@ class ProviderCounters:
     def as_dict(self) -> dict[str, int]:
         with self.lock:
             return dict(self.counts)
-
-    def __getattr__(self, name: str) -> int:  # counters.accepted, counters.throttled ...
-        counts = self.__dict__.get("counts")
-        if counts is not None and name in counts:
-            return int(counts[name])
-        raise AttributeError(name)
 
 
 class Journal:
@@ -160,7 +154,7 @@ class _Handler:
             decision, report = Decision("reject", None, f"550 5.6.0 {exc}"), None
         if decision.action != "accept":
             self.r.counters.add("rejected" if decision.action == "reject" else "tempfailed")
-            self.r.log(envelope, raw, decision, None, None)
+            self.r.log(envelope, decision, report, None, None)
             return decision.reply or "550 5.7.1 refused"
         self.r.accept(envelope, raw, ip, session.host_name or "", decision, report)
         return "250 2.0.0 OK accepted"
@@ -257,7 +251,7 @@ class LabReceiver:
             elif where != Placement.DROPPED and self.mail is not None:
                 self.mail.deliver(rcpt, self.provider.name, where, stamped)
             self.counters.add(where)
-            self.log(envelope, raw, decision, rcpt, where, why)
+            self.log(envelope, decision, report, rcpt, where, why)
 
     def _bounce_later(self, return_path: str, rcpt: str, raw: bytes) -> None:
         if self.bounces is None:
@@ -276,13 +270,11 @@ class LabReceiver:
             return received.encode() + raw
         return (_auth_results(host, report) + received).encode() + raw
 
-    def log(self, envelope: Envelope, raw: bytes, decision: Decision,
+    def log(self, envelope: Envelope, decision: Decision, report: MessageReport | None,
             rcpt: str | None, where: str | None, why: str | None = None) -> None:  # fmt: skip
-        try:
-            headers = read_headers(raw)
-            token, message_id = headers.one(SEED_HEADER), headers.one("Message-ID")
-        except MessageFormatError:
-            token = message_id = None
+        headers = report.headers if report is not None else None
+        token = headers.one(SEED_HEADER) if headers is not None else None
+        message_id = headers.one("Message-ID") if headers is not None else None
         self.journal.write({
             "time": round(time.time(), 3), "provider": self.provider.name,
             "rulebook": self.provider.rulebook, "rcpt": rcpt or list(envelope.rcpt_tos),

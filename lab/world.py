@@ -137,8 +137,9 @@ class LabWorld(Service):
         self.sender_domain: str | None = None
         self._config_seen: float | None = None
         self._sync_lock = threading.Lock()
-        self._started: list[Any] = []
+        self._sender_records: list[tuple[str, Record]] = []
         self._dovecot_dir: Path | None = None
+        self.started_at: float | None = None
 
     # -- the pieces ------------------------------------------------------------------
     @property
@@ -155,8 +156,7 @@ class LabWorld(Service):
         self.extra_records.extend(records)
         self._reload()
 
-    def _reload(self, sender: Iterable[tuple[str, Record]] = ()) -> None:
-        self._sender_records = list(sender) or getattr(self, "_sender_records", [])
+    def _reload(self) -> None:
         zone = world_zone(self.providers, [*self._sender_records, *self.extra_records])
         if self.dns.port:
             self.dns.update(zone)
@@ -183,7 +183,8 @@ class LabWorld(Service):
                 return False
             self._config_seen = mtime
             self.sender_domain = settings.sender.domain
-            self._reload(records)
+            self._sender_records = records
+            self._reload()
             bounce = settings.sender.bounce_domain or settings.sender.domain
             self.mail.ensure(f"bounces@{bounce}", "others")
             if self.imap is not None:
@@ -204,8 +205,8 @@ class LabWorld(Service):
 
     def _start(self) -> None:
         o = self.options
+        self.started_at = time.time()
         self.dns.start()
-        self._started.append(self.dns)
         self.sync_sender()
         self.bounces.start()
         tls = server_context(self.directory / "tls", [p.mx_host for p in self.providers])
@@ -262,7 +263,7 @@ class LabWorld(Service):
         """What ``lab status`` shows and other processes read (``state.json``)."""
         return {
             "pid": os.getpid(),
-            "started": time.time(),
+            "started": self.started_at,
             "directory": str(self.directory),
             "nameserver": self.nameserver,
             "smtp_port": self.smtp_port,

@@ -19,7 +19,6 @@ import re
 import ssl
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 
 from probes.mailboxes import (
     CATEGORIES,
@@ -28,6 +27,7 @@ from probes.mailboxes import (
     SPAM_FOLDER_NAMES,
     Found,
     MailboxError,
+    MailboxReader,
     MailboxUnreachable,
     auth_results_of,
     check_token,
@@ -189,7 +189,7 @@ def _one_line(text: object, secret: str) -> str:
     return line.replace(secret, "***") if secret else line
 
 
-class ImapReader:
+class ImapReader(MailboxReader):
     """Searches one IMAP mailbox for seed copies; connects on first use.
 
     ``auth``: "password" (LOGIN, or AUTHENTICATE PLAIN for a non-ASCII secret) or "xoauth2"
@@ -223,14 +223,6 @@ class ImapReader:
 
     def __repr__(self) -> str:
         return f"ImapReader({self.user!r} at {self.host}:{self.port}, tls={self.tls})"
-
-    def __enter__(self) -> ImapReader:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def _error(self, what: str, reason: object) -> MailboxError:
         reason_line = _one_line(reason, self._secret)
@@ -280,6 +272,10 @@ class ImapReader:
         else:
             plain = f"\0{self.user}\0{self._secret}".encode()
             conn.authenticate("PLAIN", lambda _challenge: plain)
+
+    def connect(self) -> None:
+        """Connect and log in now (MailboxUnreachable, MailboxError), not at the first find."""
+        self._connection()
 
     def _connection(self) -> imaplib.IMAP4:
         if self._conn is not None:

@@ -28,7 +28,7 @@ import email.policy
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
     from probes.imap_reader import ImapReader
@@ -43,6 +43,7 @@ __all__ = [
     "Found",
     "ImapReader",
     "MailboxError",
+    "MailboxReader",
     "MailboxUnreachable",
     "MaildirReader",
     "auth_results_of",
@@ -96,6 +97,26 @@ class MailboxError(Exception):
 
 class MailboxUnreachable(MailboxError, ConnectionError):
     """The server cannot be reached: connection refused, DNS failure, connect timeout."""
+
+
+class MailboxReader:
+    """What both readers do: :meth:`connect` (log in, or check the Maildir is there),
+    :meth:`find` a token, :meth:`close`; a context manager through close."""
+
+    def connect(self) -> None:
+        raise NotImplementedError
+
+    def find(self, token: str) -> Found | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # -- placement -------------------------------------------------------------------------

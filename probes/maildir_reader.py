@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
 
 from probes.mailboxes import (
     PROVIDER_SPAM_FOLDERS,
     Found,
     MailboxError,
+    MailboxReader,
     auth_results_of,
     body_has_token,
     check_token,
@@ -57,7 +57,7 @@ def _maildir_files(folder_dir: Path) -> Iterator[Path]:
                 yield folder_dir / sub / name
 
 
-class MaildirReader:
+class MaildirReader(MailboxReader):
     """Searches a Maildir++ tree (INBOX at ``path``, folder "A/B" at ``path/.A.B``)."""
 
     def __init__(self, path: Path, provider: str | None = None) -> None:
@@ -67,13 +67,9 @@ class MaildirReader:
     def __repr__(self) -> str:
         return f"MaildirReader({str(self.path)!r})"
 
-    def __enter__(self) -> MaildirReader:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+    def connect(self) -> None:
+        """MailboxError unless ``path`` is a Maildir."""
+        self.folders()
 
     def close(self) -> None:
         """Nothing to release; here so both readers are used alike."""

@@ -498,6 +498,8 @@ class MessageReport:
     bulk: bool
     #: the Subject field, to name the message in listings
     subject: str | None = None
+    #: the header section as read (a receiver reads its own fields from it, once)
+    headers: HeaderSection | None = None
 
     @property
     def status(self) -> Status:
@@ -557,4 +559,4 @@ async def check_message(
         _check_auth_results(auth_results),
     )
     return MessageReport(checks, from_domain, tuple(signatures), spf_result, verdict, arc,
-                         auth_results, is_bulk, headers.one("Subject"))  # fmt: skip
+                         auth_results, is_bulk, headers.one("Subject"), headers)  # fmt: skip

@@ -20,7 +20,7 @@ import asyncio
 import secrets
 import string
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,12 +35,12 @@ from deliver.store.queue import ClaimedMessage
 from deliver.tokens import TokenSigner, load_token_key
 from deliver.transport import open_session
 from deliver.units import parse_host_port
+from probes.mailboxes import SEED_HEADER, MailboxReader
 from probes.seedlist import Seed, SeedList
 
 __all__ = ["PLACEMENTS", "PlacementOptions", "SeedResult", "run_placement", "summarize"]
 
 PLACEMENTS = ("inbox", "promotions", "spam", "missing", "error")
-SEED_HEADER = "X-Sokures-Seed"
 _TOKEN_ALPHABET = string.ascii_lowercase + string.digits
 #: message ids of seed copies live far above any queue id, so a bounce of a seed copy
 #: never traces back to a campaign message
@@ -168,20 +168,21 @@ async def send_copies(
 # --- reading ------------------------------------------------------------------------------
 
 
-def open_reader(seed: Seed, secret: str) -> Any:
-    """The seed's mailbox reader: IMAP; the Maildir when IMAP is unreachable and the seed
-    names one that exists."""
+def open_reader(seed: Seed, secret: str) -> MailboxReader:
+    """The seed's mailbox reader, logged in: IMAP; the Maildir when IMAP is unreachable
+    and the seed names one that exists."""
     from probes.mailboxes import ImapReader, MailboxUnreachable, MaildirReader
 
-    reader = ImapReader(seed.imap_host, seed.imap_port, seed.imap_user, secret,
-                        auth=seed.auth, tls=seed.tls)  # fmt: skip
+    reader: MailboxReader = ImapReader(seed.imap_host, seed.imap_port, seed.imap_user, secret,
+                                       auth=seed.auth, tls=seed.tls)  # fmt: skip
     try:
-        reader.find("sokuresconnectioncheck")  # connects and logs in
+        reader.connect()
     except MailboxUnreachable:
         reader.close()
-        if seed.maildir is not None and seed.maildir.exists():
-            return MaildirReader(seed.maildir, seed.provider)
-        raise
+        if seed.maildir is None or not seed.maildir.exists():
+            raise
+        reader = MaildirReader(seed.maildir, seed.provider)
+        reader.connect()
     return reader
 
 
@@ -221,13 +222,13 @@ async def run_placement(
     settings: Settings,
     campaign: CampaignRecord,
     seeds: SeedList,
+    secrets_by_seed: Sequence[str],
     options: PlacementOptions,
     run_id: int = 0,
     on_found: Callable[[SeedResult], None] | None = None,
-    env: Mapping[str, str] | None = None,
 ) -> list[SeedResult]:
-    """Send and read; every seed's result, in the seed list's order."""
-    secrets_by_seed = [seed.secret(env) for seed in seeds.seeds]  # a missing variable: stop now
+    """Send and read; every seed's result, in the seed list's order. ``secrets_by_seed``:
+    each seed's password or token (:meth:`Seed.secret`), read before anything is sent."""
     results = [SeedResult(seed, new_token()) for seed in seeds.seeds]
     await send_copies(settings, campaign, results, run_id)
     deadline = time.monotonic() + options.timeout

@@ -173,6 +173,17 @@ def test_relay_down_defers_everything(lab: EngineLab) -> None:
     assert lab.status("down")["states"]["bounced"] == 0
 
 
+def _shaped_lab(tmp_path: Path, dns: object, farm: ReceiverFarm, shaping: str) -> EngineLab:
+    """A lab of its own (store in ``tmp_path``) with the operator's shaping file ``shaping``."""
+    return EngineLab(
+        tmp_path,
+        f"sqlite:///{tmp_path / 's.db'}",
+        nameserver=dns.nameserver,  # type: ignore[attr-defined]
+        port=farm.port,
+        shaping=shaping,
+    )
+
+
 def test_gmail_rate_limit_reply_slows_the_engine_to_the_rules_rate(
     tmp_path: Path, dns: object, receivers: Callable[..., ReceiverFarm]
 ) -> None:
@@ -190,13 +201,7 @@ action = ["set_rate"]
 rate = "10/s"
 duration = "10m"
 """
-    lab = EngineLab(
-        tmp_path,
-        f"sqlite:///{tmp_path / 's.db'}",
-        nameserver=dns.nameserver,  # type: ignore[attr-defined]
-        port=farm.port,
-        shaping=shaping,
-    )
+    lab = _shaped_lab(tmp_path, dns, farm, shaping)
     lab.import_contacts(["gmailrate-1@gmail.com"] + [f"ok-{i}@gmail.com" for i in range(40)])
     cid = lab.campaign("rate")
     lab.send("rate", **{"engine.linger": 5.0})
@@ -217,13 +222,7 @@ def test_yahoo_tss04_suspends_the_provider_for_every_worker(
     tmp_path: Path, dns: object, receivers: Callable[..., ReceiverFarm]
 ) -> None:
     farm = receivers([HOSTS["mta5.am0.yahoodns.net"]])
-    lab = EngineLab(
-        tmp_path,
-        f"sqlite:///{tmp_path / 's.db'}",
-        nameserver=dns.nameserver,  # type: ignore[attr-defined]
-        port=farm.port,
-        shaping="[providers.yahoo]\nconnection_limit = 1\n",
-    )
+    lab = _shaped_lab(tmp_path, dns, farm, "[providers.yahoo]\nconnection_limit = 1\n")
     lab.import_contacts(["tss04-1@yahoo.com"] + [f"ok-{i}@yahoo.com" for i in range(20)])
     cid = lab.campaign("yahoo")
     lab.send("yahoo", **{"engine.linger": 2.0})
@@ -302,13 +301,7 @@ def test_a_slow_providers_backlog_does_not_hold_back_the_others(
     backlog (15 s)."""
     farm = receivers([HOSTS["gmail-smtp-in.l.google.com"], HOSTS["mta5.am0.yahoodns.net"]])
     shaping = '[providers.google]\nmax_message_rate = "20/s"\n'
-    lab = EngineLab(
-        tmp_path,
-        f"sqlite:///{tmp_path / 's.db'}",
-        nameserver=dns.nameserver,  # type: ignore[attr-defined]
-        port=farm.port,
-        shaping=shaping,
-    )
+    lab = _shaped_lab(tmp_path, dns, farm, shaping)
     # Gmail's first: the claim order (ids) puts its whole backlog ahead of Yahoo's
     lab.import_contacts([f"g-{i}@gmail.com" for i in range(300)]
                         + [f"y-{i}@yahoo.com" for i in range(30)])  # fmt: skip

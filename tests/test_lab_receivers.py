@@ -360,7 +360,7 @@ def test_sending_faster_than_the_lab_limit_gets_the_throttling_reply(rulebook_id
         text = refused.smtp_error.decode().replace("\n", " ")
         first_words = (expected.text or "").format(ip="127.0.0.1", domain="").split()[:6]
         assert " ".join(first_words) in " ".join(text.split())
-        assert receiver.counters.throttled == 1
+        assert receiver.counters.as_dict()["throttled"] == 1
     finally:
         receiver.stop()
 

@@ -48,11 +48,10 @@ def placement_run(
     settings = settings_from(ctx)
     lab = os.environ.get("SOKURES_LAB_DIR")
     seedlist = load_seedlist(seeds, lab_dir=Path(lab or "sokures-lab").resolve())
-    for seed in seedlist.seeds:
-        seed.secret()  # every variable set, before anything is sent or stored
+    secrets = [seed.secret() for seed in seedlist.seeds]  # all set before anything is sent
     store = open_store(settings)
     record = store.campaigns.get(campaign)
-    placement_store = _placement_store(store) if store_results else None
+    placement_store = store.placement if store_results else None
     run_id = (
         placement_store.start_run(record.id, record.name, seedlist.name, timeout)
         if placement_store is not None else 0
@@ -65,7 +64,7 @@ def placement_run(
         task = progress.add_task("found", total=len(seedlist.seeds))
         try:
             results = asyncio.run(run_placement(
-                settings, record, seedlist, options, run_id,
+                settings, record, seedlist, secrets, options, run_id,
                 on_found=lambda _r: progress.advance(task)))  # fmt: skip
         except BaseException:
             if placement_store is not None:
@@ -94,7 +93,7 @@ def placement_history(
     json_out: JsonOpt = False,
 ) -> None:
     """Earlier placement runs, with their placement per provider."""
-    runs = _placement_store(open_store(settings_from(ctx))).history(campaign, limit)
+    runs = open_store(settings_from(ctx)).placement.history(campaign, limit)
     if json_out:
         print_json(runs)
         return
@@ -109,10 +108,6 @@ def placement_history(
             table.add_row(str(run["id"]), run["campaign_name"], run["seedlist"], run["status"],
                           provider, *counts)  # fmt: skip
     console.print(table)
-
-
-def _placement_store(store: Any) -> Any:
-    return store.placement
 
 
 def _print_run(out: dict[str, Any]) -> None:
